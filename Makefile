@@ -1,0 +1,36 @@
+# `make help` lists the targets.
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+
+.PHONY: help demo test lint format pytest clean
+
+help:  ## list the targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-8s %s\n", $$1, $$2}'
+
+$(STAMP): pyproject.toml requirements.lock
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check -r requirements.lock
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check --no-deps --no-build-isolation -e .
+	touch $@
+
+demo: $(STAMP)  ## the whole flow offline: key, provenance, verification, a tampered artifact refused
+	PATH="$(CURDIR)/$(BIN):$$PATH" bash demo/demo.sh
+
+test: lint pytest  ## lint, type-check and run the tests
+
+lint: $(STAMP)  ## ruff format --check, ruff check, mypy --strict
+	$(BIN)/ruff format --check src tests
+	$(BIN)/ruff check src tests
+	$(BIN)/mypy src/slsa_provenance
+
+pytest: $(STAMP)  ## the test suite with coverage
+	$(BIN)/pytest --cov --cov-report=term:skip-covered
+
+format: $(STAMP)  ## rewrite the code in the house format
+	$(BIN)/ruff format src tests
+	$(BIN)/ruff check --fix src tests
+
+clean:  ## remove the virtual environment and caches
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .coverage build src/*.egg-info

@@ -1,0 +1,3 @@
+from slsa_provenance.cli import main
+
+raise SystemExit(main())

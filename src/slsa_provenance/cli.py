@@ -1,0 +1,265 @@
+"""The command line: `slsa-provenance generate | verify | keygen`.
+
+    $ slsa-provenance generate --drop drop --signer file:keys/slsa-signing.key --pipeline-file ci.yml
+    $ slsa-provenance verify --provenance drop/_manifest/slsa_1.0/provenance.intoto.jsonl \\
+          --key keys/slsa-signing.pub --artifact drop --source-ref 'refs/heads/main'
+
+Exit codes: 0 ok, 1 failed (verification or operation), 2 usage or bad input. Errors are caught
+here and only here, and printed as one sentence with its remedy.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import re
+import sys
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from slsa_provenance import __version__
+from slsa_provenance.errors import Error, InputError, VerificationError
+from slsa_provenance.subjects import Progress
+
+if TYPE_CHECKING:
+    from slsa_provenance.verify import Artifact
+
+_MAX_ENVELOPE = 256 << 20
+_DIGEST = re.compile(r"^sha256:([0-9a-fA-F]{64})$")
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    try:
+        return int(args.run(args))
+    except Error as exc:
+        print(f"error: {exc.diagnostics()}", file=sys.stderr)
+        return exc.exit_code
+    except KeyboardInterrupt:
+        print("error: interrupted; nothing was written", file=sys.stderr)
+        return 1
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="slsa-provenance", description="SLSA v1.0 provenance for Azure Pipelines builds."
+    )
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
+    commands = parser.add_subparsers(required=True, metavar="COMMAND")
+
+    gen = commands.add_parser("generate", help="hash a drop and write signed provenance into it")
+    gen.add_argument(
+        "--drop",
+        type=Path,
+        default=_env_path("BUILD_ARTIFACTSTAGINGDIRECTORY"),
+        required=not os.environ.get("BUILD_ARTIFACTSTAGINGDIRECTORY"),
+        help="folder of the build's artifacts (default: $BUILD_ARTIFACTSTAGINGDIRECTORY)",
+    )
+    gen.add_argument(
+        "--subject",
+        action="append",
+        default=[],
+        metavar="GLOB",
+        help="files to attest, relative to the drop; repeatable (default: every file)",
+    )
+    gen.add_argument(
+        "--signer",
+        default=os.environ.get("SLSA_SIGNER", ""),
+        metavar="URI",
+        help="file:KEY.pem, azurekms://VAULT/KEY[/VERSION], a Key Vault key URL, or none "
+        "(default: $SLSA_SIGNER)",
+    )
+    gen.add_argument(
+        "--output-dir",
+        type=Path,
+        metavar="DIR",
+        help="where to write (default: DROP/_manifest/slsa_1.0)",
+    )
+    gen.add_argument("--builder-id", default="", metavar="ID", help="override runDetails.builder.id")
+    gen.add_argument(
+        "--pipeline-file",
+        default="",
+        metavar="PATH",
+        help="the pipeline's YAML path, when the server does not confirm it",
+    )
+    gen.set_defaults(run=_generate)
+
+    ver = commands.add_parser("verify", help="check provenance before deploying its artifacts")
+    ver.add_argument(
+        "--provenance", type=Path, required=True, metavar="FILE", help="the .intoto.jsonl envelope"
+    )
+    ver.add_argument(
+        "--key",
+        action="append",
+        required=True,
+        metavar="PEM",
+        help="a trusted public key; repeatable (any one may verify, for rotation)",
+    )
+    ver.add_argument(
+        "--artifact",
+        action="append",
+        default=[],
+        type=Path,
+        metavar="PATH",
+        help="an artifact file, or a folder whose every file is checked; repeatable",
+    )
+    ver.add_argument(
+        "--digest",
+        action="append",
+        default=[],
+        metavar="sha256:HEX",
+        help="an artifact known only by its digest; repeatable",
+    )
+    ver.add_argument("--builder-id", metavar="ID", help="expected runDetails.builder.id")
+    ver.add_argument("--source-uri", metavar="URI", help="expected source repository URL")
+    ver.add_argument("--source-ref", metavar="REF", help="expected ref, or a glob like refs/tags/v*")
+    ver.add_argument("--commit", metavar="SHA", help="expected git commit")
+    ver.add_argument("--build-type", metavar="URI", help="expected buildType (default: Azure Pipelines)")
+    ver.set_defaults(run=_verify)
+
+    key = commands.add_parser("keygen", help="create a local signing key pair")
+    key.add_argument("--out", type=Path, required=True, metavar="DIR", help="folder for the key pair")
+    key.add_argument(
+        "--type", default="ecdsa-p256", choices=("ecdsa-p256", "ecdsa-p384", "rsa-3072", "ed25519")
+    )
+    key.add_argument("--force", action="store_true", help="overwrite an existing key pair")
+    key.set_defaults(run=_keygen)
+    return parser
+
+
+def _env_path(name: str) -> Path | None:
+    value = os.environ.get(name)
+    return Path(value) if value else None
+
+
+def _generate(args: argparse.Namespace) -> int:
+    from slsa_provenance.generate import GenerateOptions, generate
+
+    if not args.signer:
+        raise InputError(
+            "no signer given",
+            "pass --signer file:KEY.pem (create one with 'slsa-provenance keygen'), "
+            "a Key Vault key, or --signer none for unsigned provenance",
+        )
+    if args.signer.strip() == "none":
+        print(
+            "WARNING: --signer none: the provenance will be UNSIGNED and no verifier will accept it",
+            file=sys.stderr,
+        )
+    started = time.monotonic()
+    result = generate(
+        GenerateOptions(
+            drop=args.drop,
+            signer_uri=args.signer,
+            patterns=args.subject,
+            output_dir=args.output_dir,
+            builder_id=args.builder_id,
+            pipeline_file=args.pipeline_file,
+        ),
+        on_progress=_TerminalProgress(started),
+    )
+    size = sum(s.size for s in result.subjects)
+    ctx = result.context
+    confirmed = "confirmed by the server" if ctx.server_confirmed else "NOT confirmed by the server"
+    print(
+        f"subjects:  {len(result.subjects)} files, {_bytes(size)} hashed in "
+        f"{time.monotonic() - started:.1f} s"
+    )
+    print(f"source:    {ctx.repository_uri}@{ctx.source_branch} {ctx.source_version} ({confirmed})")
+    for sbom in result.sboms:
+        print(f"sbom:      {sbom.name} sha256:{sbom.sha256}")
+    print(f"signed by: {result.keyid or 'nobody (UNSIGNED)'}")
+    print(f"statement: sha256:{result.statement_sha256}")
+    print(f"wrote:     {result.envelope_path}")
+    return 0
+
+
+class _TerminalProgress:
+    def __init__(self, started: float) -> None:
+        self.started = started
+
+    def __call__(self, progress: Progress) -> None:
+        if time.monotonic() - self.started >= 2 and progress.files_done < progress.files_total:
+            print(
+                f"hashing: {progress.files_done}/{progress.files_total} files, "
+                f"{_bytes(progress.bytes_done)} of {_bytes(progress.bytes_total)}",
+                file=sys.stderr,
+            )
+
+
+def _bytes(size: int) -> str:
+    value = float(size)
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if value < 1024 or unit == "GiB":
+            return f"{value:.0f} {unit}" if unit == "B" else f"{value:.1f} {unit}"
+        value /= 1024
+    raise AssertionError("unreachable")
+
+
+def _verify(args: argparse.Namespace) -> int:
+    from slsa_provenance.keys import load_public_key
+    from slsa_provenance.verify import Expectations, check_artifacts, verify_provenance
+
+    artifacts = _artifacts(args.artifact, args.digest)
+    keys = [load_public_key(_read(Path(k), "key", 1 << 20), k) for k in args.key]
+    envelope = _read(args.provenance, "provenance", _MAX_ENVELOPE)
+    expected = Expectations(
+        builder_id=args.builder_id,
+        source_uri=args.source_uri,
+        source_ref=args.source_ref,
+        commit=args.commit,
+        **({"build_type": args.build_type} if args.build_type else {}),
+    )
+    try:
+        verified = verify_provenance(envelope, keys, expected)
+    except VerificationError as exc:
+        for artifact in artifacts:
+            print(f"FAILED: {artifact.name}: {exc.message}")
+        return 1
+    results = check_artifacts(verified.statement, artifacts)
+    for result in results:
+        print(result.line())
+    return 0 if all(r.passed for r in results) else 1
+
+
+def _artifacts(paths: Sequence[Path], digests: Sequence[str]) -> list[Artifact]:
+    from slsa_provenance.subjects import collect, sha256_file
+    from slsa_provenance.verify import Artifact
+
+    if not paths and not digests:
+        raise InputError("no artifact to verify", "pass --artifact PATH or --digest sha256:HEX")
+    artifacts = []
+    for path in paths:
+        if path.is_dir():
+            artifacts += [Artifact(s.name, s.sha256) for s in collect(path)]
+        elif path.exists():
+            artifacts.append(Artifact(path.name, sha256_file(path)[0]))
+        else:
+            raise InputError(f"artifact {path} does not exist", "pass the file that will be deployed")
+    for digest in digests:
+        match = _DIGEST.match(digest.strip())
+        if not match:
+            raise InputError(f"--digest {digest!r} is not sha256:<64 hex>", "pass sha256:HEX")
+        artifacts.append(Artifact(digest.strip(), match.group(1).lower()))
+    return artifacts
+
+
+def _read(path: Path, what: str, limit: int) -> bytes:
+    try:
+        size = path.stat().st_size
+        if size > limit:
+            raise InputError(f"{what} file {path} is {size} bytes", f"expected at most {limit} bytes")
+        return path.read_bytes()
+    except OSError as exc:
+        raise InputError(f"cannot read {what} file {path}: {exc.strerror}", "check the path") from exc
+
+
+def _keygen(args: argparse.Namespace) -> int:
+    from slsa_provenance.signers.local import write_key_pair
+
+    private_path, public_path = write_key_pair(args.out, args.type, force=args.force)
+    print(f"private key: {private_path} (mode 0600; keep it secret)")
+    print(f"public key:  {public_path} (give this to verifiers)")
+    return 0

@@ -1,0 +1,58 @@
+"""All-or-nothing writes: every file lands complete, or none of them does.
+
+    >>> write_files({Path("out/a.json"): b"{}", Path("out/b.json"): b"[]"})   # doctest: +SKIP
+
+Each file is written to a private temporary file beside its target (mode 0600 from the start),
+flushed to disk, then renamed into place; on any failure the temporaries, and folders this call
+created, are removed.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from collections.abc import Mapping
+from pathlib import Path
+
+from slsa_provenance.errors import Error
+
+
+def write_files(contents: Mapping[Path, bytes], private: frozenset[Path] = frozenset()) -> None:
+    """Write every file or none; `private` ones get mode 0600, the others 0644.
+
+    Raises Error naming the path and the system's reason.
+    """
+    created: list[Path] = []
+    staged: list[tuple[str, Path]] = []
+    try:
+        for target, data in contents.items():
+            _make_parents(target.parent, created)
+            handle, temporary = tempfile.mkstemp(prefix=f".{target.name}.", dir=target.parent)
+            staged.append((temporary, target))
+            with os.fdopen(handle, "wb") as stream:
+                stream.write(data)
+                stream.flush()
+                os.fsync(stream.fileno())
+            os.chmod(temporary, 0o600 if target in private else 0o644)
+        for temporary, target in staged:
+            os.replace(temporary, target)
+    except OSError as exc:
+        for temporary, _ in staged:
+            Path(temporary).unlink(missing_ok=True)
+        for folder in reversed(created):
+            folder.rmdir()
+        where = exc.filename or next(iter(contents))
+        raise Error(
+            f"cannot write {where}: {exc.strerror}",
+            "choose an output folder the agent can write to, with free space",
+        ) from exc
+
+
+def _make_parents(folder: Path, created: list[Path]) -> None:
+    missing = []
+    while not folder.exists():
+        missing.append(folder)
+        folder = folder.parent
+    for path in reversed(missing):
+        path.mkdir()
+        created.append(path)

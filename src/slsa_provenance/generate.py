@@ -1,0 +1,104 @@
+"""Generate, sign and write provenance for a drop: the flow shared by the CLI and the pipeline step.
+
+    >>> options = GenerateOptions(drop=Path("drop"), signer_uri="file:keys/slsa-signing.key")
+    >>> result = generate(options)   # doctest: +SKIP
+    >>> result.envelope_path
+    PosixPath('drop/_manifest/slsa_1.0/provenance.intoto.jsonl')
+
+Order: run context, subjects, SBOM, Statement, schema validation, signature, local verification
+of that signature, and only then one atomic write.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+
+from slsa_provenance import dsse
+from slsa_provenance.context import RunContext
+from slsa_provenance.errors import Error, InputError
+from slsa_provenance.files import write_files
+from slsa_provenance.provenance import Subject, build_statement, canonical_json
+from slsa_provenance.sbom import Sbom, find_sboms
+from slsa_provenance.schema import validate_statement
+from slsa_provenance.signers import UNSIGNED, from_uri
+from slsa_provenance.subjects import MANIFEST_DIR, ProgressCallback, collect
+
+OUTPUT_FOLDER = f"{MANIFEST_DIR}/slsa_1.0"
+ENVELOPE_NAME = "provenance.intoto.jsonl"
+
+
+@dataclass(frozen=True)
+class GenerateOptions:
+    drop: Path
+    signer_uri: str
+    patterns: Sequence[str] = ()
+    output_dir: Path | None = None
+    builder_id: str = ""
+    pipeline_file: str = ""
+    environment: Mapping[str, str] = field(default_factory=lambda: dict(os.environ))
+
+
+@dataclass(frozen=True)
+class GenerateResult:
+    context: RunContext
+    subjects: list[Subject]
+    sboms: list[Sbom]
+    keyid: str
+    statement_sha256: str
+    envelope_path: Path
+
+
+def generate(options: GenerateOptions, on_progress: ProgressCallback | None = None) -> GenerateResult:
+    """Raises InputError for unusable input and Error when signing or writing fails."""
+    context = _context(options)
+    signer = None if options.signer_uri.strip() == UNSIGNED else from_uri(options.signer_uri)
+    subjects = collect(options.drop, options.patterns, on_progress=on_progress)
+    sboms = find_sboms(options.drop)
+    statement = build_statement(
+        context,
+        subjects,
+        builder_id=options.builder_id,
+        byproducts=[s.byproduct() for s in sboms],
+    )
+    validate_statement(statement)
+    payload = canonical_json(statement)
+    if signer is None:
+        envelope = dsse.Envelope(payload=payload, payload_type=dsse.PAYLOAD_TYPE, signatures=())
+        keyid = ""
+    else:
+        envelope = dsse.sign(payload, dsse.PAYLOAD_TYPE, signer)
+        try:
+            dsse.verify(envelope, [signer.public_key()])
+        except Error as exc:
+            raise Error(
+                "the new signature does not verify with the signer's own public key",
+                "the key or the signing service is faulty; nothing was written",
+            ) from exc
+        keyid = signer.keyid
+    output_dir = options.output_dir or options.drop / OUTPUT_FOLDER
+    envelope_path = output_dir / ENVELOPE_NAME
+    write_files({envelope_path: envelope.to_json() + b"\n"})
+    return GenerateResult(
+        context=context,
+        subjects=subjects,
+        sboms=sboms,
+        keyid=keyid,
+        statement_sha256=hashlib.sha256(payload).hexdigest(),
+        envelope_path=envelope_path,
+    )
+
+
+def _context(options: GenerateOptions) -> RunContext:
+    context = RunContext.from_environment(options.environment)
+    if options.pipeline_file:
+        context = replace(context, pipeline_file=options.pipeline_file.strip().lstrip("/"))
+    if not context.pipeline_file:
+        raise InputError(
+            "the pipeline's YAML path is unknown without server confirmation",
+            "pass --pipeline-file (e.g. azure-pipelines.yml)",
+        )
+    return context

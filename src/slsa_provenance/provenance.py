@@ -1,0 +1,140 @@
+"""PURE: build the in-toto Statement v1 with the SLSA v1.0 provenance predicate.
+
+    >>> statement = build_statement(context, [Subject("app.zip", "f5ed...")])   # doctest: +SKIP
+    >>> canonical_json(statement)[:40]
+    b'{"_type":"https://in-toto.io/Statement/v1'
+
+Follows the Azure Pipelines buildType (DESIGN §4). No file, network, environment or clock access:
+the same inputs always give the same bytes.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+from urllib.parse import quote
+
+from slsa_provenance.context import RunContext
+
+STATEMENT_TYPE = "https://in-toto.io/Statement/v1"
+PREDICATE_TYPE = "https://slsa.dev/provenance/v1"
+BUILD_TYPE = "https://docs.cimon.build/provenance/buildtypes/azure/v1"
+SPDX_MEDIA_TYPE = "application/spdx+json"
+
+
+@dataclass(frozen=True)
+class Subject:
+    name: str
+    sha256: str
+    size: int = 0
+
+
+@dataclass(frozen=True)
+class ResourceDescriptor:
+    """A dependency or byproduct: at least one of uri and digest."""
+
+    uri: str = ""
+    name: str = ""
+    digest: Mapping[str, str] = field(default_factory=dict)
+    media_type: str = ""
+
+    def to_json(self) -> dict[str, Any]:
+        out: dict[str, Any] = {}
+        if self.uri:
+            out["uri"] = self.uri
+        if self.name:
+            out["name"] = self.name
+        if self.digest:
+            out["digest"] = dict(self.digest)
+        if self.media_type:
+            out["mediaType"] = self.media_type
+        return out
+
+
+def build_statement(
+    context: RunContext,
+    subjects: Sequence[Subject],
+    *,
+    builder_id: str = "",
+    dependencies: Sequence[ResourceDescriptor] = (),
+    byproducts: Sequence[ResourceDescriptor] = (),
+) -> dict[str, Any]:
+    """The Statement as a JSON-ready dict; subjects are sorted by name."""
+    server = context.server_url
+    project = quote(context.project, safe="")
+    source = ResourceDescriptor(
+        uri=f"git+{context.repository_uri}@{context.source_branch}",
+        digest={"gitCommit": context.source_version},
+    )
+    default_builder = (
+        f"{server}/{project}/{quote(context.repository_name, safe='')}"
+        f"/{context.pipeline_file}@{context.source_branch}"
+    )
+    metadata = {"invocationId": f"{server}/azure/runs/{context.build_id}/attempts/{context.job_attempt}"}
+    if context.started_on:
+        metadata["startedOn"] = context.started_on
+    run_details: dict[str, Any] = {
+        "builder": {"id": builder_id or default_builder},
+        "metadata": metadata,
+    }
+    if byproducts:
+        run_details["byproducts"] = [b.to_json() for b in byproducts]
+    return {
+        "_type": STATEMENT_TYPE,
+        "subject": [
+            {"name": s.name, "digest": {"sha256": s.sha256}} for s in sorted(subjects, key=lambda s: s.name)
+        ],
+        "predicateType": PREDICATE_TYPE,
+        "predicate": {
+            "buildDefinition": {
+                "buildType": BUILD_TYPE,
+                "externalParameters": {
+                    "workflow": {
+                        "name": context.definition_name,
+                        "repository": context.repository_uri,
+                        "ref": context.source_branch,
+                        "filePath": context.pipeline_file,
+                    },
+                    "job": {"jobName": context.job_name, "jobId": context.job_id},
+                    "build": {
+                        "buildRun": context.build_id,
+                        "buildRunAttempt": context.job_attempt,
+                        "buildUrl": f"{server}/{project}/_build/results?buildId={context.build_id}",
+                    },
+                },
+                "internalParameters": _internal_parameters(context),
+                "resolvedDependencies": [d.to_json() for d in (source, *dependencies)],
+            },
+            "runDetails": run_details,
+        },
+    }
+
+
+def _internal_parameters(context: RunContext) -> dict[str, Any]:
+    pipeline = {
+        "serverConfirmed": context.server_confirmed,
+        "projectId": context.project_id,
+        "definitionId": context.definition_id,
+        "buildNumber": context.build_number,
+        "reason": context.reason,
+        "planId": context.plan_id,
+        "hostType": context.host_type,
+        "repositoryProvider": context.repository_provider,
+    }
+    agent = {
+        "os": context.agent_os,
+        "architecture": context.agent_architecture,
+        "name": context.agent_name,
+        "selfHosted": context.agent_self_hosted,
+    }
+    return {
+        "azurePipelines": {k: v for k, v in pipeline.items() if v != ""},
+        "agent": {k: v for k, v in agent.items() if v},
+    }
+
+
+def canonical_json(value: Any) -> bytes:
+    """Sorted keys, no spaces, UTF-8: one byte string per value."""
+    return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode()

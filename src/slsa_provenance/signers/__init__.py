@@ -1,0 +1,44 @@
+"""Signers: one small interface, chosen by URI.
+
+    >>> signer = from_uri("file:keys/slsa-signing.key")   # doctest: +SKIP
+    >>> signature = signer.sign(pae_bytes)
+
+`file:PATH` a local PEM key; `azurekms://VAULT_HOST/KEY[/VERSION]`,
+`azurekms://VAULT_HOST/keys/KEY/VERSION` or `https://VAULT.vault.azure.net/keys/KEY[/VERSION]`
+an Azure Key Vault or Managed HSM key; `none` for an unsigned envelope. The Azure SDKs are imported
+only when a Key Vault key is used.
+"""
+
+from __future__ import annotations
+
+from typing import Protocol
+
+from slsa_provenance.errors import InputError
+from slsa_provenance.keys import PublicKey
+
+
+class Signer(Protocol):
+    @property
+    def keyid(self) -> str:
+        """The DSSE keyid: a Key Vault versioned kid, or a local key's fingerprint."""
+        ...
+
+    def sign(self, data: bytes) -> bytes:
+        """Sign `data` (the PAE): ECDSA as ASN.1 DER, RSA as is."""
+        ...
+
+    def public_key(self) -> PublicKey: ...
+
+
+UNSIGNED = "none"
+URI_FORMS = "file:PATH, azurekms://VAULT_HOST/KEY[/VERSION], https://VAULT.vault.azure.net/keys/KEY"
+
+
+def from_uri(uri: str) -> Signer:
+    """The signer a URI names. Raises InputError for a malformed URI or an unusable key."""
+    uri = uri.strip()
+    if uri.startswith("file:"):
+        from slsa_provenance.signers.local import LocalSigner
+
+        return LocalSigner.from_file(uri.removeprefix("file:"))
+    raise InputError(f"signer {uri!r} is not a signer URI", f"use one of: {URI_FORMS}, or none")

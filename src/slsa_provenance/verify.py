@@ -1,0 +1,180 @@
+"""Verification for deployment gates: numbered checks, each failing with got/expected.
+
+    >>> verified = verify_provenance(envelope, [public_key], Expectations(builder_id=ID))  # doctest: +SKIP
+    >>> [r.line() for r in check_artifacts(verified.statement, [Artifact("app.zip", digest)])]
+    ['PASSED: app.zip']
+
+Checks, in order (DESIGN §6): (1) envelope parses, payloadType; (2) a signature verifies with a
+trusted key; (3) Statement and predicate types; (4) buildType; (5) builder.id; (6) source
+repository; (7) ref; (8) commit; (9) every artifact's digest is a subject. An expectation left
+as None is not checked; (1)-(4) and (9) always are.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from slsa_provenance import dsse
+from slsa_provenance.errors import InputError, VerificationError
+from slsa_provenance.keys import PublicKey
+from slsa_provenance.provenance import BUILD_TYPE, PREDICATE_TYPE, STATEMENT_TYPE
+
+
+@dataclass(frozen=True)
+class Expectations:
+    builder_id: str | None = None
+    source_uri: str | None = None
+    source_ref: str | None = None
+    """An exact ref or a glob such as `refs/tags/v*`."""
+    commit: str | None = None
+    build_type: str = BUILD_TYPE
+
+
+@dataclass(frozen=True)
+class Artifact:
+    name: str
+    sha256: str
+
+
+@dataclass(frozen=True)
+class ArtifactResult:
+    artifact: Artifact
+    error: str = ""
+    subject: str = ""
+
+    @property
+    def passed(self) -> bool:
+        return not self.error
+
+    def line(self) -> str:
+        if self.error:
+            return f"FAILED: {self.artifact.name}: {self.error}"
+        alias = f" (subject {self.subject})" if self.subject != self.artifact.name else ""
+        return f"PASSED: {self.artifact.name}{alias}"
+
+
+@dataclass(frozen=True)
+class VerifiedStatement:
+    keyid: str
+    statement: dict[str, Any]
+
+
+def verify_provenance(
+    envelope_json: bytes, keys: Sequence[PublicKey], expected: Expectations
+) -> VerifiedStatement:
+    """Checks (1) to (8). Raises VerificationError naming the first check that fails."""
+    try:
+        envelope = dsse.Envelope.from_json(envelope_json)
+    except InputError as exc:
+        raise VerificationError("(1) envelope", exc.message) from exc
+    _expect("(1) envelope", "payloadType", envelope.payload_type, dsse.PAYLOAD_TYPE)
+    verified = dsse.verify(envelope, keys)
+    statement = _parse_statement(envelope.payload)
+    _expect("(3) statement", "_type", statement.get("_type"), STATEMENT_TYPE)
+    _expect("(3) statement", "predicateType", statement.get("predicateType"), PREDICATE_TYPE)
+    _expect(
+        "(4) buildType",
+        "buildType",
+        _get(statement, "(4) buildType", BUILD_PATH),
+        expected.build_type,
+    )
+    if expected.builder_id is not None:
+        _expect(
+            "(5) builder.id",
+            "builder.id",
+            _get(statement, "(5) builder.id", BUILDER_PATH),
+            expected.builder_id,
+        )
+    _check_source(statement, expected)
+    if expected.commit is not None:
+        commit = _get(statement, "(8) commit", COMMIT_PATH)
+        _expect("(8) commit", "gitCommit", commit, expected.commit.lower())
+    return VerifiedStatement(keyid=verified.keyid, statement=statement)
+
+
+BUILD_PATH = "predicate.buildDefinition.buildType"
+BUILDER_PATH = "predicate.runDetails.builder.id"
+REPOSITORY_PATH = "predicate.buildDefinition.externalParameters.workflow.repository"
+REF_PATH = "predicate.buildDefinition.externalParameters.workflow.ref"
+SOURCE_PATH = "predicate.buildDefinition.resolvedDependencies.0.uri"
+COMMIT_PATH = "predicate.buildDefinition.resolvedDependencies.0.digest.gitCommit"
+
+
+def _check_source(statement: dict[str, Any], expected: Expectations) -> None:
+    repository = _get(statement, "(6) source", REPOSITORY_PATH)
+    ref = _get(statement, "(7) ref", REF_PATH)
+    if expected.source_uri is not None:
+        _expect(
+            "(6) source",
+            "workflow.repository",
+            repository,
+            expected.source_uri.removeprefix("git+"),
+        )
+        _expect(
+            "(6) source",
+            "resolvedDependencies[0].uri",
+            _get(statement, "(6) source", SOURCE_PATH),
+            f"git+{repository}@{ref}",
+        )
+    if expected.source_ref is not None and not fnmatch.fnmatchcase(ref, expected.source_ref):
+        raise VerificationError("(7) ref", f"workflow.ref: got {ref!r}, expected {expected.source_ref!r}")
+
+
+def check_artifacts(statement: dict[str, Any], artifacts: Sequence[Artifact]) -> list[ArtifactResult]:
+    """Check (9): each artifact's sha256 is the digest of a subject."""
+    subjects = statement.get("subject")
+    if not isinstance(subjects, list):
+        subjects = []
+    by_digest: dict[str, str] = {}
+    by_name: dict[str, str] = {}
+    for subject in subjects:
+        if isinstance(subject, dict) and isinstance(subject.get("digest"), dict):
+            digest = str(subject["digest"].get("sha256", "")).lower()
+            name = str(subject.get("name", ""))
+            by_digest.setdefault(digest, name)
+            by_name[name] = digest
+    results = []
+    for artifact in artifacts:
+        if artifact.sha256 in by_digest:
+            results.append(ArtifactResult(artifact, subject=by_digest[artifact.sha256]))
+        elif artifact.name in by_name:
+            expected = by_name[artifact.name]
+            error = f"(9) subject: {artifact.name} sha256 got {artifact.sha256}, expected {expected}"
+            results.append(ArtifactResult(artifact, error=error))
+        else:
+            error = f"(9) subject: sha256 {artifact.sha256} is not a subject of the provenance"
+            results.append(ArtifactResult(artifact, error=error))
+    return results
+
+
+def _parse_statement(payload: bytes) -> dict[str, Any]:
+    try:
+        statement = json.loads(payload)
+    except (ValueError, RecursionError) as exc:
+        raise VerificationError("(3) statement", "the payload is not JSON") from exc
+    if not isinstance(statement, dict):
+        raise VerificationError("(3) statement", "the payload is not a JSON object")
+    return statement
+
+
+def _get(statement: dict[str, Any], check: str, path: str) -> str:
+    value: Any = statement
+    for part in path.split("."):
+        if isinstance(value, list) and part.isdigit() and int(part) < len(value):
+            value = value[int(part)]
+        elif isinstance(value, dict) and part in value:
+            value = value[part]
+        else:
+            raise VerificationError(check, f"{path} is missing")
+    if not isinstance(value, str):
+        raise VerificationError(check, f"{path} is not a string")
+    return value
+
+
+def _expect(check: str, field: str, got: object, expected: str) -> None:
+    if got != expected:
+        raise VerificationError(check, f"{field}: got {got!r}, expected {expected!r}")
