@@ -1,0 +1,140 @@
+from __future__ import annotations
+
+import json
+from dataclasses import replace
+
+import jsonschema
+import pytest
+
+from conftest import COMMIT, PIPELINE_ENV, shared_ref
+from slsa_provenance.context import RunContext
+from slsa_provenance.errors import Error
+from slsa_provenance.provenance import (
+    BUILD_TYPE,
+    ResourceDescriptor,
+    Subject,
+    build_statement,
+    canonical_json,
+)
+from slsa_provenance.schema import validate_statement
+
+SUBJECTS = [Subject("b/app.exe", "b" * 64, 10), Subject("a.zip", "a" * 64, 5)]
+
+
+def context() -> RunContext:
+    return replace(RunContext.from_environment(PIPELINE_ENV), pipeline_file="ci/azure-pipelines.yml")
+
+
+def test_statement_follows_the_azure_pipelines_build_type() -> None:
+    statement = build_statement(context(), SUBJECTS)
+    assert statement["_type"] == "https://in-toto.io/Statement/v1"
+    assert statement["predicateType"] == "https://slsa.dev/provenance/v1"
+    assert statement["subject"] == [
+        {"name": "a.zip", "digest": {"sha256": "a" * 64}},
+        {"name": "b/app.exe", "digest": {"sha256": "b" * 64}},
+    ]
+    definition = statement["predicate"]["buildDefinition"]
+    assert definition["buildType"] == BUILD_TYPE
+    assert definition["externalParameters"] == {
+        "workflow": {
+            "name": "web-ci",
+            "repository": "https://dev.azure.com/contoso/web/_git/web",
+            "ref": "refs/heads/main",
+            "filePath": "ci/azure-pipelines.yml",
+        },
+        "job": {"jobName": "Build", "jobId": "5b694ae9-86cc-5057-d72a-30cde2f12d73"},
+        "build": {
+            "buildRun": "836",
+            "buildRunAttempt": "2",
+            "buildUrl": "https://dev.azure.com/contoso/web/_build/results?buildId=836",
+        },
+    }
+    assert definition["resolvedDependencies"] == [
+        {
+            "uri": "git+https://dev.azure.com/contoso/web/_git/web@refs/heads/main",
+            "digest": {"gitCommit": COMMIT},
+        }
+    ]
+    internal = definition["internalParameters"]
+    assert internal["azurePipelines"]["serverConfirmed"] is False
+    assert internal["azurePipelines"]["reason"] == "IndividualCI"
+    assert internal["agent"] == {
+        "os": "Linux",
+        "architecture": "X64",
+        "name": "Hosted Agent",
+        "selfHosted": "0",
+    }
+    run = statement["predicate"]["runDetails"]
+    assert (
+        run["builder"]["id"] == "https://dev.azure.com/contoso/web/web/ci/azure-pipelines.yml@refs/heads/main"
+    )
+    assert run["metadata"] == {"invocationId": "https://dev.azure.com/contoso/azure/runs/836/attempts/2"}
+    assert "byproducts" not in run
+
+
+def test_builder_id_override_started_on_and_byproducts() -> None:
+    sbom = ResourceDescriptor(
+        name="_manifest/spdx_2.2/manifest.spdx.json",
+        digest={"sha256": "c" * 64},
+        media_type="application/spdx+json",
+    )
+    ctx = replace(context(), started_on="2026-11-23T09:12:40.123Z", server_confirmed=True)
+    statement = build_statement(ctx, SUBJECTS, builder_id="https://example.com/builder", byproducts=[sbom])
+    run = statement["predicate"]["runDetails"]
+    assert run["builder"]["id"] == "https://example.com/builder"
+    assert run["metadata"]["startedOn"] == "2026-11-23T09:12:40.123Z"
+    assert run["byproducts"] == [
+        {
+            "name": "_manifest/spdx_2.2/manifest.spdx.json",
+            "digest": {"sha256": "c" * 64},
+            "mediaType": "application/spdx+json",
+        }
+    ]
+    assert statement["predicate"]["buildDefinition"]["internalParameters"]["azurePipelines"][
+        "serverConfirmed"
+    ]
+    validate_statement(statement)
+
+
+def test_project_and_repository_names_are_url_encoded() -> None:
+    ctx = replace(context(), project="My Project", repository_name="web app")
+    statement = build_statement(ctx, SUBJECTS)
+    assert statement["predicate"]["runDetails"]["builder"]["id"].startswith(
+        "https://dev.azure.com/contoso/My%20Project/web%20app/"
+    )
+    build = statement["predicate"]["buildDefinition"]["externalParameters"]["build"]
+    assert build["buildUrl"] == "https://dev.azure.com/contoso/My%20Project/_build/results?buildId=836"
+
+
+def test_same_inputs_same_bytes_whatever_the_subject_order() -> None:
+    first = canonical_json(build_statement(context(), SUBJECTS))
+    second = canonical_json(build_statement(context(), list(reversed(SUBJECTS))))
+    assert first == second
+    assert first.startswith(b'{"_type":"https://in-toto.io/Statement/v1","predicate":')
+    assert b" " not in first.replace(b"Hosted Agent", b"")
+
+
+def test_valid_against_our_schema_and_the_reference_schema() -> None:
+    statement = build_statement(context(), SUBJECTS)
+    validate_statement(statement)
+    reference = json.loads(
+        shared_ref("slsa/schemas/intoto-statement-v1-slsa-provenance-v1.schema.json").read_text()
+    )
+    jsonschema.Draft202012Validator(reference).validate(statement)
+
+
+@pytest.mark.parametrize(
+    ("mutate", "where"),
+    [
+        (lambda s: s.update(subject=[]), "subject"),
+        (lambda s: s["subject"][0]["digest"].update(sha256="ABC"), "subject.0.digest.sha256"),
+        (lambda s: s["predicate"]["runDetails"]["builder"].pop("id"), "predicate.runDetails.builder"),
+        (lambda s: s["predicate"]["buildDefinition"].update(buildType="x"), "buildDefinition.buildType"),
+        (lambda s: s["predicate"]["runDetails"]["metadata"].update(startedOn="yesterday"), "startedOn"),
+    ],
+)
+def test_invalid_statements_are_named_by_json_path(mutate, where) -> None:  # type: ignore[no-untyped-def]
+    statement = build_statement(context(), SUBJECTS)
+    mutate(statement)
+    with pytest.raises(Error, match=rf"statement invalid at .*{where}"):
+        validate_statement(statement)
