@@ -106,3 +106,128 @@ def run_cli(*args: str | Path, env: Mapping[str, str] | None = None) -> subproce
         timeout=120,
         check=False,
     )
+
+
+CONNECTION_ID = "3b0f5d6e-6f6a-4b5e-9f1c-2a7e8d9c0b1a"
+TENANT_ID = "72f988bf-86f1-41af-91ab-2d7cd011db47"
+CLIENT_ID = "9a8b7c6d-5e4f-4a3b-2c1d-0e9f8a7b6c5d"
+ACCESS_TOKEN = "system-access-token-" + "x" * 20
+
+
+def build_body(env: Mapping[str, str], **override: object) -> dict[str, object]:
+    """A Builds - Get answer shaped like the recorded one (ref/ado-rest/recorded/GET_build_builds_638.json)."""
+    project = {"id": env["SYSTEM_TEAMPROJECTID"], "name": env["SYSTEM_TEAMPROJECT"], "state": "wellFormed"}
+    body: dict[str, object] = {
+        "id": int(env["BUILD_BUILDID"]),
+        "buildNumber": env["BUILD_BUILDNUMBER"],
+        "status": "inProgress",
+        "queueTime": "2026-11-23T09:12:31.2032421Z",
+        "startTime": "2026-11-23T09:12:40.5843216Z",
+        "reason": "individualCI",
+        "sourceBranch": env["BUILD_SOURCEBRANCH"],
+        "sourceVersion": env["BUILD_SOURCEVERSION"],
+        "repository": {
+            "id": "f450d1a9-29b5-4ec5-b12b-7aca7ebd6643",
+            "type": "TfsGit",
+            "name": env["BUILD_REPOSITORY_NAME"],
+            "url": env["BUILD_REPOSITORY_URI"],
+        },
+        "definition": {
+            "id": int(env["SYSTEM_DEFINITIONID"]),
+            "name": env["BUILD_DEFINITIONNAME"],
+            "path": "\\",
+            "type": "build",
+            "revision": 3,
+            "project": project,
+        },
+        "project": project,
+        "orchestrationPlan": {"planId": env["SYSTEM_PLANID"]},
+        "uri": f"vstfs:///Build/Build/{env['BUILD_BUILDID']}",
+    }
+    body.update(override)
+    return body
+
+
+def definition_body(env: Mapping[str, str], yaml: str = "ci/azure-pipelines.yml") -> dict[str, object]:
+    """A Definitions - Get answer shaped like ref/ado-rest/recorded/GET_build_definitions_47_yaml.json."""
+    return {
+        "id": int(env["SYSTEM_DEFINITIONID"]),
+        "name": env["BUILD_DEFINITIONNAME"],
+        "revision": 3,
+        "process": {"yamlFilename": yaml, "type": 2},
+        "repository": {
+            "id": "f450d1a9-29b5-4ec5-b12b-7aca7ebd6643",
+            "type": "TfsGit",
+            "name": env["BUILD_REPOSITORY_NAME"],
+        },
+        "type": "build",
+        "queueStatus": "enabled",
+    }
+
+
+@pytest.fixture(scope="session")
+def certificate_authority(tmp_path_factory: pytest.TempPathFactory):  # type: ignore[no-untyped-def]
+    from fakes import CertificateAuthority
+
+    return CertificateAuthority(tmp_path_factory.mktemp("tls"))
+
+
+@pytest.fixture(scope="session")
+def vault_keys():  # type: ignore[no-untyped-def]
+    """Real keys for the fake vault, generated once per session."""
+    return {
+        "p256": ec.generate_private_key(ec.SECP256R1()),
+        "p384": ec.generate_private_key(ec.SECP384R1()),
+        "p521": ec.generate_private_key(ec.SECP521R1()),
+        "rsa": rsa.generate_private_key(public_exponent=65537, key_size=2048),
+    }
+
+
+class AzureStack:
+    """Entra, Azure DevOps and Key Vault on 127.0.0.1, and the agent environment that points at them."""
+
+    def __init__(self, ca, vault_keys) -> None:  # type: ignore[no-untyped-def]
+        from fakes import AzureDevOps, Entra, KeyVault
+
+        self.entra = Entra(ca, TENANT_ID, CLIENT_ID).start()
+        self.ado = AzureDevOps(ca, ACCESS_TOKEN, CONNECTION_ID, self.entra).start()
+        self.vault = KeyVault(ca, self.entra).start()
+        self.kids = {name: self.vault.add_key(name, key) for name, key in vault_keys.items()}
+        collection = self.ado.collection
+        connection = CONNECTION_ID.upper()
+        self.env: dict[str, str] = {
+            **PIPELINE_ENV,
+            "TF_BUILD": "True",
+            "SYSTEM_COLLECTIONURI": collection,
+            "BUILD_REPOSITORY_URI": f"{collection}web/_git/web",
+            "ENDPOINT_URL_SYSTEMVSSCONNECTION": collection,
+            "ENDPOINT_AUTH_SCHEME_SYSTEMVSSCONNECTION": "OAuth",
+            "ENDPOINT_AUTH_PARAMETER_SYSTEMVSSCONNECTION_ACCESSTOKEN": ACCESS_TOKEN,
+            "INPUT_AZURESUBSCRIPTION": CONNECTION_ID,
+            f"ENDPOINT_URL_{connection}": "https://management.azure.com/",
+            f"ENDPOINT_AUTH_SCHEME_{connection}": "WorkloadIdentityFederation",
+            f"ENDPOINT_AUTH_PARAMETER_{connection}_TENANTID": TENANT_ID,
+            f"ENDPOINT_AUTH_PARAMETER_{connection}_SERVICEPRINCIPALID": CLIENT_ID,
+            f"ENDPOINT_DATA_{connection}_ACTIVEDIRECTORYAUTHORITY": self.entra.url,
+            f"ENDPOINT_DATA_{connection}_ENVIRONMENT": "AzureCloud",
+            "REQUESTS_CA_BUNDLE": str(ca.ca_pem),
+            "NO_PROXY": "127.0.0.1,localhost",
+            "SLSA_HTTP_RETRIES": "1",
+        }
+        self.ado.bodies["build/builds/836"] = build_body(self.env)
+        self.ado.bodies["build/definitions/12"] = definition_body(self.env)
+
+    def stop(self) -> None:
+        for server in (self.entra, self.ado, self.vault):
+            server.stop()
+
+
+@pytest.fixture
+def azure(certificate_authority, vault_keys, monkeypatch: pytest.MonkeyPatch):  # type: ignore[no-untyped-def]
+    """A fresh stack per test (new ports, so no SDK cache carries over), env applied to this process."""
+    stack = AzureStack(certificate_authority, vault_keys)
+    for name, value in stack.env.items():
+        monkeypatch.setenv(name, value)
+    monkeypatch.delenv("SYSTEM_OIDCREQUESTURI", raising=False)
+    yield stack
+    stack.stop()

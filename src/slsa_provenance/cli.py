@@ -84,6 +84,12 @@ def _parser() -> argparse.ArgumentParser:
         metavar="PATH",
         help="the pipeline's YAML path, when the server does not confirm it",
     )
+    gen.add_argument(
+        "--no-server-confirmation",
+        action="store_true",
+        help="in a pipeline, do not confirm the variables with the Azure DevOps REST API "
+        "(recorded in the provenance as not confirmed)",
+    )
     gen.set_defaults(run=_generate)
 
     ver = commands.add_parser("verify", help="check provenance before deploying its artifacts")
@@ -157,6 +163,7 @@ def _generate(args: argparse.Namespace) -> int:
             output_dir=args.output_dir,
             builder_id=args.builder_id,
             pipeline_file=args.pipeline_file,
+            confirm_with_server=not args.no_server_confirmation,
         ),
         on_progress=_TerminalProgress(started),
     )

@@ -39,6 +39,7 @@ class GenerateOptions:
     output_dir: Path | None = None
     builder_id: str = ""
     pipeline_file: str = ""
+    confirm_with_server: bool = True
     environment: Mapping[str, str] = field(default_factory=lambda: dict(os.environ))
 
 
@@ -55,7 +56,9 @@ class GenerateResult:
 def generate(options: GenerateOptions, on_progress: ProgressCallback | None = None) -> GenerateResult:
     """Raises InputError for unusable input and Error when signing or writing fails."""
     context = _context(options)
-    signer = None if options.signer_uri.strip() == UNSIGNED else from_uri(options.signer_uri)
+    signer = (
+        None if options.signer_uri.strip() == UNSIGNED else from_uri(options.signer_uri, options.environment)
+    )
     subjects = collect(options.drop, options.patterns, on_progress=on_progress)
     sboms = find_sboms(options.drop)
     statement = build_statement(
@@ -93,7 +96,12 @@ def generate(options: GenerateOptions, on_progress: ProgressCallback | None = No
 
 
 def _context(options: GenerateOptions) -> RunContext:
+    """The claimed context, confirmed by the server inside a pipeline unless opted out."""
     context = RunContext.from_environment(options.environment)
+    if context.in_pipeline and options.confirm_with_server:
+        from slsa_provenance.azdo import confirm
+
+        return confirm(context, options.environment)
     if options.pipeline_file:
         context = replace(context, pipeline_file=options.pipeline_file.strip().lstrip("/"))
     if not context.pipeline_file:

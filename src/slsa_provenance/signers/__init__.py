@@ -11,6 +11,7 @@ only when a Key Vault key is used.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Protocol
 
 from slsa_provenance.errors import InputError
@@ -34,11 +35,18 @@ UNSIGNED = "none"
 URI_FORMS = "file:PATH, azurekms://VAULT_HOST/KEY[/VERSION], https://VAULT.vault.azure.net/keys/KEY"
 
 
-def from_uri(uri: str) -> Signer:
-    """The signer a URI names. Raises InputError for a malformed URI or an unusable key."""
+def from_uri(uri: str, env: Mapping[str, str]) -> Signer:
+    """The signer a URI names; `env` holds the agent's variables (for Key Vault credentials).
+
+    Raises InputError for a malformed URI or an unusable key, Error when Key Vault fails.
+    """
     uri = uri.strip()
     if uri.startswith("file:"):
         from slsa_provenance.signers.local import LocalSigner
 
         return LocalSigner.from_file(uri.removeprefix("file:"))
+    if uri.startswith(("azurekms://", "https://")):
+        from slsa_provenance.signers.keyvault import KeyVaultSigner
+
+        return KeyVaultSigner.from_uri(uri, env)
     raise InputError(f"signer {uri!r} is not a signer URI", f"use one of: {URI_FORMS}, or none")

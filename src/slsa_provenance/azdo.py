@@ -1,0 +1,197 @@
+"""Confirm the run's claimed context with the Azure DevOps REST API.
+
+    >>> confirmed = confirm(RunContext.from_environment(os.environ), os.environ)   # doctest: +SKIP
+    >>> confirmed.server_confirmed, confirmed.pipeline_file
+    (True, 'azure-pipelines.yml')
+
+The agent's variables can be overwritten by earlier steps; the server cannot. Builds - Get and
+Definitions - Get are read with the job's token at the URL of the protected SystemVssConnection
+endpoint (never `SYSTEM_COLLECTIONURI`), every claim is compared, and a mismatch fails naming the
+field, the claimed value and the server's. The REST calls go through azure-core's PipelineClient:
+one request per fact, raw JSON, bounded retries that honour Retry-After.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from dataclasses import replace
+from typing import Any
+from urllib.parse import quote, urlsplit, urlunsplit
+
+from slsa_provenance.context import RunContext
+from slsa_provenance.errors import Error
+from slsa_provenance.signers.credentials import collection_url, system_access_token
+from slsa_provenance.transport import client_options
+
+API_VERSION = "7.1"
+_TIMESTAMP = re.compile(r"^[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2}(\.[0-9]+)?Z$")
+
+
+class AzureDevOps:
+    """GET JSON from one collection with the job's token."""
+
+    def __init__(self, collection: str, token: str, env: Mapping[str, str]) -> None:
+        from azure.core import PipelineClient
+        from azure.core.pipeline.policies import HeadersPolicy, RetryPolicy, UserAgentPolicy
+
+        options = client_options(env)
+        self.collection = collection
+        self._timeouts = {
+            "connection_timeout": options["connection_timeout"],
+            "read_timeout": options["read_timeout"],
+        }
+        headers = {
+            "Authorization": f"Bearer {token}",
+            "Accept": "application/json",
+            "X-TFS-FedAuthRedirect": "Suppress",
+        }
+        retry = RetryPolicy(
+            retry_total=options["retry_total"],
+            retry_backoff_factor=options["retry_backoff_factor"],
+            retry_backoff_max=options["retry_backoff_max"],
+        )
+        self._client: Any = PipelineClient(
+            base_url=collection,
+            policies=[HeadersPolicy(headers), UserAgentPolicy(options["user_agent"]), retry],
+        )
+
+    def get(self, path: str, what: str) -> dict[str, Any]:
+        """GET `{collection}{path}?api-version=7.1`. Raises Error naming `what` and the cause."""
+        from azure.core.exceptions import ServiceRequestError, ServiceResponseError
+        from azure.core.rest import HttpRequest
+
+        request = HttpRequest("GET", self.collection + path, params={"api-version": API_VERSION})
+        try:
+            response = self._client.send_request(request, **self._timeouts)
+        except (ServiceRequestError, ServiceResponseError) as exc:
+            raise Error(
+                f"cannot reach Azure DevOps at {self.collection} for {what}: {_first_line(exc)}",
+                "check the agent's network access and proxy settings; disable server confirmation only "
+                "if the server cannot be reached by design",
+            ) from exc
+        status = response.status_code
+        if status in (401, 403):
+            raise Error(
+                f"Azure DevOps refused the job's token for {what} ({status})",
+                "give the build service identity 'View builds' on this pipeline, and check that the "
+                "job authorization scope allows this project",
+            )
+        if status == 404:
+            raise Error(
+                f"Azure DevOps has no {what} (404)", "the pipeline variables name a run that does not exist"
+            )
+        if status == 429 or status >= 500:
+            raise Error(
+                f"Azure DevOps kept answering {status} for {what} after retrying with back-off",
+                "try again later; raise SLSA_HTTP_RETRIES if the server is often busy",
+            )
+        if status != 200 or "json" not in response.headers.get("Content-Type", ""):
+            raise Error(
+                f"Azure DevOps answered {what} with {status} {response.headers.get('Content-Type', '')!r}, "
+                "not JSON",
+                "a proxy or sign-in page may be in the way; check the agent's network settings",
+            )
+        try:
+            body = response.json()
+        except ValueError as exc:
+            raise Error(f"Azure DevOps answered {what} with malformed JSON", "try again later") from exc
+        if not isinstance(body, dict):
+            raise Error(f"Azure DevOps answered {what} with JSON that is not an object", "try again later")
+        return body
+
+
+def confirm(claimed: RunContext, env: Mapping[str, str]) -> RunContext:
+    """The server's view of the run. Raises Error listing every claim the server contradicts."""
+    server = AzureDevOps(collection_url(env), system_access_token(env), env)
+    project = quote(claimed.project_id or claimed.project, safe="")
+    build = server.get(f"{project}/_apis/build/builds/{claimed.build_id}", f"build {claimed.build_id}")
+    definition_id = str(_at(build, "definition", "id"))
+    definition = server.get(
+        f"{project}/_apis/build/definitions/{definition_id}", f"definition {definition_id}"
+    )
+    repository = _at(build, "repository")
+    checks = [
+        ("collection", "SYSTEM_COLLECTIONURI", _url(claimed.collection_uri), _url(server.collection)),
+        ("build id", "BUILD_BUILDID", claimed.build_id, str(_at(build, "id"))),
+        ("commit", "BUILD_SOURCEVERSION", claimed.source_version, str(_at(build, "sourceVersion")).lower()),
+        ("branch", "BUILD_SOURCEBRANCH", claimed.source_branch, str(_at(build, "sourceBranch"))),
+        (
+            "repository",
+            "BUILD_REPOSITORY_URI",
+            _url(claimed.repository_uri),
+            _url(str(_at(repository, "url"))),
+        ),
+        ("repository name", "BUILD_REPOSITORY_NAME", claimed.repository_name, str(_at(repository, "name"))),
+        ("definition", "SYSTEM_DEFINITIONID", claimed.definition_id, definition_id),
+        (
+            "definition name",
+            "BUILD_DEFINITIONNAME",
+            claimed.definition_name,
+            str(_at(build, "definition", "name")),
+        ),
+        ("project", "SYSTEM_TEAMPROJECT", claimed.project, str(_at(build, "project", "name"))),
+    ]
+    if claimed.project_id:
+        checks.append(
+            ("project id", "SYSTEM_TEAMPROJECTID", claimed.project_id, str(_at(build, "project", "id")))
+        )
+    if claimed.reason:
+        checks.append(
+            ("reason", "BUILD_REASON", claimed.reason.lower(), str(build.get("reason", "")).lower())
+        )
+    mismatches = [
+        f"{field}: got {got!r} from {variable}, expected {expected!r}"
+        for field, variable, got, expected in checks
+        if got != expected
+    ]
+    if mismatches:
+        raise Error(
+            f"the server contradicts the pipeline variables for build {claimed.build_id} ("
+            + "; ".join(mismatches)
+            + ")",
+            "an earlier step may have overwritten these variables; find and remove it",
+        )
+    process = definition.get("process") or {}
+    started = str(build.get("startTime") or "")
+    return replace(
+        claimed,
+        collection_uri=server.collection,
+        repository_uri=_strip_userinfo(str(_at(repository, "url"))),
+        build_number=str(build.get("buildNumber") or claimed.build_number),
+        reason=str(build.get("reason") or claimed.reason),
+        project_id=str(_at(build, "project", "id")),
+        pipeline_file=str(process.get("yamlFilename") or "").lstrip("/") if process.get("type") == 2 else "",
+        started_on=started if _TIMESTAMP.match(started) else "",
+        server_confirmed=True,
+    )
+
+
+def _at(body: Mapping[str, Any], *path: str) -> Any:
+    value: Any = body
+    for key in path:
+        if not isinstance(value, Mapping) or value.get(key) in (None, ""):
+            raise Error(
+                f"Azure DevOps answered without {'.'.join(path)}",
+                "the server's answer is incomplete; try again later",
+            )
+        value = value[key]
+    return value
+
+
+def _first_line(exc: Exception) -> str:
+    return (str(exc).splitlines() or [""])[0][:200]
+
+
+def _strip_userinfo(url: str) -> str:
+    parts = urlsplit(url)
+    return urlunsplit(
+        parts._replace(netloc=parts.hostname or "" if not parts.port else f"{parts.hostname}:{parts.port}")
+    )
+
+
+def _url(url: str) -> str:
+    """Compare URLs without user info, case of scheme and host, a trailing slash or '.git'."""
+    parts = urlsplit(_strip_userinfo(url.strip()))
+    path = parts.path.rstrip("/").removesuffix(".git")
+    return urlunsplit((parts.scheme.lower(), parts.netloc.lower(), path, parts.query, ""))

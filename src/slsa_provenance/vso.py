@@ -1,0 +1,45 @@
+"""Azure Pipelines logging commands (`##vso[...]`), escaped the way the agent unescapes them.
+
+    >>> command("task.setvariable", "a%b", variable="out;x")
+    '##vso[task.setvariable variable=out%3Bx]a%AZP25b'
+    >>> neutralize("evil ##vso[task.complete result=Succeeded]")
+    'evil ##vso\u200b[task.complete result=Succeeded]'
+
+Every `##vso` line the package prints goes through this module. Untrusted text (file names,
+branch names, server answers) is passed through `neutralize` before it is printed anywhere.
+"""
+
+from __future__ import annotations
+
+import sys
+from typing import TextIO
+
+_PROPERTY_ESCAPES = (("%", "%AZP25"), ("\r", "%0D"), ("\n", "%0A"), ("]", "%5D"), (";", "%3B"))
+_MESSAGE_ESCAPES = _PROPERTY_ESCAPES[:3]
+
+
+def _escape(text: str, table: tuple[tuple[str, str], ...]) -> str:
+    for raw, encoded in table:
+        text = text.replace(raw, encoded)
+    return text
+
+
+def neutralize(text: str) -> str:
+    """Break every `##vso[` and `##[` so that printed text cannot become a command."""
+    return text.replace("##vso[", "##vso\u200b[").replace("##[", "##\u200b[")
+
+
+def command(name: str, message: str = "", **properties: str) -> str:
+    props = ";".join(f"{key}={_escape(value, _PROPERTY_ESCAPES)}" for key, value in properties.items())
+    return f"##vso[{name}{' ' + props if props else ''}]{_escape(neutralize(message), _MESSAGE_ESCAPES)}"
+
+
+def emit(name: str, message: str = "", *, stream: TextIO | None = None, **properties: str) -> None:
+    print(command(name, message, **properties), file=stream or sys.stdout, flush=True)
+
+
+def set_secret(value: str) -> None:
+    """Mask `value` in every later log line. Multi-line values are masked line by line."""
+    for line in value.splitlines():
+        if line.strip():
+            emit("task.setsecret", line)
