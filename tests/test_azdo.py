@@ -1,0 +1,177 @@
+"""Server confirmation of the run context: azure-core's PipelineClient against a local Azure DevOps."""
+
+from __future__ import annotations
+
+import json
+import os
+
+import pytest
+
+from conftest import AzureStack, build_body, shared_ref
+from fakes import Fault, json_response
+from slsa_provenance.azdo import confirm
+from slsa_provenance.context import RunContext
+from slsa_provenance.errors import Error
+
+pytestmark = pytest.mark.integration
+
+
+def claimed() -> RunContext:
+    return RunContext.from_environment(os.environ)
+
+
+def test_the_server_confirms_and_fills_in_what_only_it_knows(azure: AzureStack) -> None:
+    confirmed = confirm(claimed(), os.environ)
+    assert confirmed.server_confirmed is True
+    assert confirmed.pipeline_file == "ci/azure-pipelines.yml"  # Definitions - Get process.yamlFilename
+    assert confirmed.started_on == "2026-11-23T09:12:40.5843216Z"
+    assert confirmed.reason == "individualCI"
+    assert confirmed.collection_uri == azure.ado.collection
+    paths = [(r.method, r.path, r.query["api-version"]) for r in azure.ado.requests]
+    project = azure.env["SYSTEM_TEAMPROJECTID"]
+    assert paths == [
+        ("GET", f"/contoso/{project}/_apis/build/builds/836", "7.1"),
+        ("GET", f"/contoso/{project}/_apis/build/definitions/12", "7.1"),
+    ]
+    assert azure.ado.requests[0].headers["x-tfs-fedauthredirect"] == "Suppress"
+
+
+@pytest.mark.parametrize(
+    ("variable", "value", "field"),
+    [
+        ("BUILD_SOURCEVERSION", "0" * 40, "commit"),
+        ("BUILD_SOURCEBRANCH", "refs/heads/release", "branch"),
+        ("BUILD_REPOSITORY_URI", "https://dev.azure.com/evil/web/_git/web", "repository"),
+        ("BUILD_REPOSITORY_NAME", "other", "repository name"),
+        ("SYSTEM_DEFINITIONID", "13", "definition"),
+        ("BUILD_DEFINITIONNAME", "release-pipeline", "definition name"),
+        ("SYSTEM_TEAMPROJECT", "other-project", "project"),
+        ("BUILD_REASON", "Manual", "reason"),
+        ("SYSTEM_COLLECTIONURI", "https://dev.azure.com/evil/", "collection"),
+    ],
+)
+def test_every_overridden_variable_is_caught(
+    azure: AzureStack, monkeypatch: pytest.MonkeyPatch, variable: str, value: str, field: str
+) -> None:
+    monkeypatch.setenv(variable, value)
+    if variable == "SYSTEM_DEFINITIONID":  # the build still names definition 12
+        azure.ado.bodies["build/definitions/13"] = azure.ado.bodies["build/definitions/12"]
+    with pytest.raises(Error) as caught:
+        confirm(claimed(), os.environ)
+    assert f"{field}: got " in caught.value.message
+    assert f"from {variable}, expected " in caught.value.message
+    assert "an earlier step may have overwritten" in caught.value.remedy
+
+
+def test_a_build_id_pointing_at_another_run_is_caught(
+    azure: AzureStack, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("BUILD_BUILDID", "900")
+    azure.ado.bodies["build/builds/900"] = build_body(azure.env, sourceVersion="1" * 40)
+    with pytest.raises(Error, match=r"build id: got '900' from BUILD_BUILDID, expected '836'.*commit"):
+        confirm(claimed(), os.environ)
+
+
+def test_repository_urls_compare_without_userinfo_or_dot_git(
+    azure: AzureStack, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv(
+        "BUILD_REPOSITORY_URI",
+        azure.env["BUILD_REPOSITORY_URI"].replace("https://", "https://contoso@") + ".git",
+    )
+    assert confirm(claimed(), os.environ).repository_uri == azure.env["BUILD_REPOSITORY_URI"]
+
+
+def test_a_classic_pipeline_has_no_yaml_path(azure: AzureStack) -> None:
+    azure.ado.bodies["build/definitions/12"]["process"] = {"type": 1}
+    assert confirm(claimed(), os.environ).pipeline_file == ""
+
+
+@pytest.mark.parametrize(
+    ("fault", "message"),
+    [
+        (
+            Fault("respond", json_response({"message": "TF400813"}, 401)),
+            "refused the job's token for build 836 (401)",
+        ),
+        (
+            Fault("respond", json_response({"message": "denied"}, 403)),
+            "refused the job's token for build 836 (403)",
+        ),
+        (Fault("respond", json_response({"message": "gone"}, 404)), "has no build 836 (404)"),
+        (
+            Fault("respond", (203, {"Content-Type": "text/html"}, b"<html>sign in</html>")),
+            "answered build 836 with 203 'text/html', not JSON",
+        ),
+        (Fault("not-json"), "answered build 836 with malformed JSON"),
+        (Fault("reset"), "cannot reach Azure DevOps at"),
+    ],
+)
+def test_faults_end_in_one_sentence(azure: AzureStack, fault: Fault, message: str) -> None:
+    azure.ado.inject(r"/builds/836$", fault, times=5)
+    with pytest.raises(Error) as caught:
+        confirm(claimed(), os.environ)
+    assert message in caught.value.message
+
+
+def test_a_429_storm_is_retried_then_fails(azure: AzureStack) -> None:
+    azure.ado.inject(
+        r"/builds/836$", Fault("respond", json_response({}, 429, {"Retry-After": "0"})), times=10
+    )
+    with pytest.raises(Error, match="kept answering 429 for build 836 after retrying"):
+        confirm(claimed(), os.environ)
+    assert len([r for r in azure.ado.requests if r.path.endswith("/builds/836")]) == 2
+
+
+def test_retry_after_is_honoured(azure: AzureStack, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("SLSA_HTTP_RETRIES", "2")
+    azure.ado.inject(r"/builds/836$", Fault("respond", json_response({}, 503, {"Retry-After": "1"})))
+    assert confirm(claimed(), os.environ).server_confirmed
+
+
+def test_a_slow_server_times_out(azure: AzureStack, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("SLSA_HTTP_TIMEOUT", "0.3")
+    azure.ado.inject(r"/builds/836$", Fault("slow", seconds=1.5), times=5)
+    with pytest.raises(Error, match="cannot reach Azure DevOps"):
+        confirm(claimed(), os.environ)
+
+
+def test_an_incomplete_answer_is_named(azure: AzureStack) -> None:
+    del azure.ado.bodies["build/builds/836"]["sourceVersion"]
+    with pytest.raises(Error, match="answered without sourceVersion"):
+        confirm(claimed(), os.environ)
+
+
+def test_replays_the_recorded_azure_devops_bodies(azure: AzureStack, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Real Builds - Get and Definitions - Get bodies recorded from Azure DevOps."""
+    build = json.loads(
+        shared_ref("ado-rest/recorded/GET_build_builds_638.json").read_text(encoding="utf-8-sig")
+    )
+    definition = json.loads(
+        shared_ref("ado-rest/recorded/GET_build_definitions_47_yaml.json").read_text(encoding="utf-8-sig")
+    )
+    build["repository"]["url"] = build["repository"]["url"].replace(
+        "https://dev.azure.com/v-anvashist0376/", azure.ado.collection
+    )
+    azure.ado.bodies = {
+        f"build/builds/{build['id']}": build,
+        f"build/definitions/{build['definition']['id']}": definition,
+    }
+    variables = {
+        "BUILD_BUILDID": str(build["id"]),
+        "BUILD_SOURCEVERSION": build["sourceVersion"],
+        "BUILD_SOURCEBRANCH": build["sourceBranch"],
+        "BUILD_REPOSITORY_URI": build["repository"]["url"],
+        "BUILD_REPOSITORY_NAME": build["repository"]["name"],
+        "SYSTEM_DEFINITIONID": str(build["definition"]["id"]),
+        "BUILD_DEFINITIONNAME": build["definition"]["name"],
+        "SYSTEM_TEAMPROJECT": build["project"]["name"],
+        "SYSTEM_TEAMPROJECTID": build["project"]["id"],
+        "BUILD_REASON": "Manual",
+    }
+    for name, value in variables.items():
+        monkeypatch.setenv(name, value)
+    confirmed = confirm(claimed(), os.environ)
+    assert confirmed.pipeline_file == definition["process"]["yamlFilename"]
+    assert confirmed.build_number == build["buildNumber"]
+    assert confirmed.started_on == ""  # the recorded build had not started (startTime null)
