@@ -12,22 +12,14 @@ from __future__ import annotations
 
 import argparse
 import os
-import re
 import sys
 import time
 from collections.abc import Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 from slsa_provenance import __version__
-from slsa_provenance.errors import Error, InputError, VerificationError
+from slsa_provenance.errors import Error, InputError
 from slsa_provenance.subjects import Progress
-
-if TYPE_CHECKING:
-    from slsa_provenance.verify import Artifact
-
-_MAX_ENVELOPE = 256 << 20
-_DIGEST = re.compile(r"^sha256:([0-9a-fA-F]{64})$")
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -125,6 +117,9 @@ def _parser() -> argparse.ArgumentParser:
     ver.add_argument("--build-type", metavar="URI", help="expected buildType (default: Azure Pipelines)")
     ver.set_defaults(run=_verify)
 
+    step = commands.add_parser("task", help="run as the SlsaProvenance@1 pipeline step (reads INPUT_*)")
+    step.set_defaults(run=_task)
+
     key = commands.add_parser("keygen", help="create a local signing key pair")
     key.add_argument("--out", type=Path, required=True, metavar="DIR", help="folder for the key pair")
     key.add_argument(
@@ -206,12 +201,14 @@ def _bytes(size: int) -> str:
 
 
 def _verify(args: argparse.Namespace) -> int:
+    from slsa_provenance.files import read_limited
     from slsa_provenance.keys import load_public_key
-    from slsa_provenance.verify import Expectations, check_artifacts, verify_provenance
+    from slsa_provenance.subjects import artifact_digests
+    from slsa_provenance.verify import MAX_ENVELOPE, Expectations, run_checks
 
-    artifacts = _artifacts(args.artifact, args.digest)
-    keys = [load_public_key(_read(Path(k), "key", 1 << 20), k) for k in args.key]
-    envelope = _read(args.provenance, "provenance", _MAX_ENVELOPE)
+    artifacts = artifact_digests(args.artifact, args.digest)
+    keys = [load_public_key(read_limited(Path(k), "key", 1 << 20), k) for k in args.key]
+    envelope = read_limited(args.provenance, "provenance", MAX_ENVELOPE)
     expected = Expectations(
         builder_id=args.builder_id,
         source_uri=args.source_uri,
@@ -219,48 +216,16 @@ def _verify(args: argparse.Namespace) -> int:
         commit=args.commit,
         **({"build_type": args.build_type} if args.build_type else {}),
     )
-    try:
-        verified = verify_provenance(envelope, keys, expected)
-    except VerificationError as exc:
-        for artifact in artifacts:
-            print(f"FAILED: {artifact.name}: {exc.message}")
-        return 1
-    results = check_artifacts(verified.statement, artifacts)
-    for result in results:
+    report = run_checks(envelope, keys, expected, artifacts)
+    for result in report.results:
         print(result.line())
-    return 0 if all(r.passed for r in results) else 1
+    return 0 if report.passed else 1
 
 
-def _artifacts(paths: Sequence[Path], digests: Sequence[str]) -> list[Artifact]:
-    from slsa_provenance.subjects import collect, sha256_file
-    from slsa_provenance.verify import Artifact
+def _task(args: argparse.Namespace) -> int:
+    from slsa_provenance.task import main as run_step
 
-    if not paths and not digests:
-        raise InputError("no artifact to verify", "pass --artifact PATH or --digest sha256:HEX")
-    artifacts = []
-    for path in paths:
-        if path.is_dir():
-            artifacts += [Artifact(s.name, s.sha256) for s in collect(path)]
-        elif path.exists():
-            artifacts.append(Artifact(path.name, sha256_file(path)[0]))
-        else:
-            raise InputError(f"artifact {path} does not exist", "pass the file that will be deployed")
-    for digest in digests:
-        match = _DIGEST.match(digest.strip())
-        if not match:
-            raise InputError(f"--digest {digest!r} is not sha256:<64 hex>", "pass sha256:HEX")
-        artifacts.append(Artifact(digest.strip(), match.group(1).lower()))
-    return artifacts
-
-
-def _read(path: Path, what: str, limit: int) -> bytes:
-    try:
-        size = path.stat().st_size
-        if size > limit:
-            raise InputError(f"{what} file {path} is {size} bytes", f"expected at most {limit} bytes")
-        return path.read_bytes()
-    except OSError as exc:
-        raise InputError(f"cannot read {what} file {path}: {exc.strerror}", "check the path") from exc
+    return run_step()
 
 
 def _keygen(args: argparse.Namespace) -> int:

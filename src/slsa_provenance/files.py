@@ -14,7 +14,7 @@ import tempfile
 from collections.abc import Mapping
 from pathlib import Path
 
-from slsa_provenance.errors import Error
+from slsa_provenance.errors import Error, InputError
 
 
 def write_files(contents: Mapping[Path, bytes], private: frozenset[Path] = frozenset()) -> None:
@@ -56,3 +56,14 @@ def _make_parents(folder: Path, created: list[Path]) -> None:
     for path in reversed(missing):
         path.mkdir()
         created.append(path)
+
+
+def read_limited(path: Path, what: str, limit: int) -> bytes:
+    """Read a whole file of at most `limit` bytes. Raises InputError naming `what`."""
+    try:
+        size = path.stat().st_size
+        if size > limit:
+            raise InputError(f"{what} file {path} is {size} bytes", f"expected at most {limit} bytes")
+        return path.read_bytes()
+    except OSError as exc:
+        raise InputError(f"cannot read {what} file {path}: {exc.strerror}", "check the path") from exc

@@ -23,8 +23,10 @@ from pathlib import Path
 
 from slsa_provenance.errors import Error, InputError
 from slsa_provenance.provenance import Subject
+from slsa_provenance.verify import Artifact
 
 MANIFEST_DIR = "_manifest"
+_DIGEST = re.compile(r"^sha256:([0-9a-fA-F]{64})$")
 _CHUNK = 1 << 20
 _buffers = threading.local()
 
@@ -235,3 +237,24 @@ def sha256_file(path: Path, name: str = "") -> tuple[str, int]:
             "run this step after every step that writes to the drop has finished",
         )
     return hasher.hexdigest(), size
+
+
+def artifact_digests(paths: Sequence[Path], digests: Sequence[str]) -> list[Artifact]:
+    """What a gate checks: files (named by their file name), folders (every file, by relative
+    name) and `sha256:HEX` digests. Raises InputError when there is nothing, or something unusable."""
+    if not paths and not digests:
+        raise InputError("no artifact to verify", "pass --artifact PATH or --digest sha256:HEX")
+    artifacts = []
+    for path in paths:
+        if path.is_dir():
+            artifacts += [Artifact(s.name, s.sha256) for s in collect(path)]
+        elif path.exists():
+            artifacts.append(Artifact(path.name, sha256_file(path)[0]))
+        else:
+            raise InputError(f"artifact {path} does not exist", "pass the file that will be deployed")
+    for digest in digests:
+        match = _DIGEST.match(digest.strip())
+        if not match:
+            raise InputError(f"--digest {digest!r} is not sha256:<64 hex>", "pass sha256:HEX")
+        artifacts.append(Artifact(digest.strip(), match.group(1).lower()))
+    return artifacts

@@ -57,6 +57,31 @@ class ArtifactResult:
         return f"PASSED: {self.artifact.name}{alias}"
 
 
+MAX_ENVELOPE = 256 << 20
+
+
+@dataclass(frozen=True)
+class Report:
+    keyid: str
+    """The keyid of the signature that verified; empty when checks (1)-(8) failed."""
+    results: list[ArtifactResult]
+
+    @property
+    def passed(self) -> bool:
+        return bool(self.results) and all(r.passed for r in self.results)
+
+
+def run_checks(
+    envelope_json: bytes, keys: Sequence[PublicKey], expected: Expectations, artifacts: Sequence[Artifact]
+) -> Report:
+    """All checks; a failure of (1)-(8) fails every artifact with that check's message."""
+    try:
+        verified = verify_provenance(envelope_json, keys, expected)
+    except VerificationError as exc:
+        return Report("", [ArtifactResult(a, error=exc.message) for a in artifacts])
+    return Report(verified.keyid, check_artifacts(verified.statement, artifacts))
+
+
 @dataclass(frozen=True)
 class VerifiedStatement:
     keyid: str

@@ -1,0 +1,195 @@
+"""The pipeline step: read the task's inputs, generate or verify, report with `##vso` commands.
+
+    $ python -I task/launch.py task      # what index.js runs, with the agent's environment
+
+Inputs arrive as `INPUT_<NAME>`; the result is reported with `task.complete` (the Node entry
+always exits 0). Untrusted text is neutralised before it is printed; every token is masked.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import tempfile
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+from slsa_provenance import vso
+from slsa_provenance.errors import Error, InputError
+from slsa_provenance.subjects import Progress
+
+
+@dataclass(frozen=True)
+class Inputs:
+    env: Mapping[str, str]
+
+    def get(self, name: str, default: str = "") -> str:
+        return self.env.get(f"INPUT_{name.upper()}", "").strip() or default
+
+    def required(self, name: str, label: str) -> str:
+        value = self.get(name)
+        if not value:
+            raise InputError(f"the task input '{name}' ({label}) is empty", f"set {name} in the step")
+        return value
+
+    def lines(self, name: str) -> list[str]:
+        return [line.strip() for line in self.get(name).splitlines() if line.strip()]
+
+    def flag(self, name: str, default: bool) -> bool:
+        value = self.get(name).lower()
+        return default if not value else value == "true"
+
+
+def main(env: Mapping[str, str] | None = None) -> int:
+    """Run the step; always 0, the result goes to the agent as `task.complete`."""
+    inputs = Inputs(os.environ if env is None else env)
+    try:
+        command = inputs.get("command", "generate")
+        if command == "generate":
+            message = _generate(inputs)
+        elif command == "verify":
+            message = _verify(inputs)
+        else:
+            raise InputError(f"the task input 'command' is {command!r}", "use generate or verify")
+    except Error as exc:
+        _fail(exc.diagnostics())
+    except Exception as exc:
+        _fail(f"unexpected {type(exc).__name__}: {exc}; please report this with the step's log")
+    else:
+        vso.emit("task.complete", message, result="Succeeded")
+    return 0
+
+
+def _fail(message: str) -> None:
+    vso.emit("task.logissue", message, type="error")
+    vso.emit("task.complete", message, result="Failed")
+
+
+def _generate(inputs: Inputs) -> str:
+    from slsa_provenance.generate import GenerateOptions, generate
+
+    env = inputs.env
+    drop = Path(inputs.get("dropFolder") or env.get("BUILD_ARTIFACTSTAGINGDIRECTORY", ""))
+    method = inputs.get("signingMethod", "keyVault")
+    if method == "keyVault":
+        signer = inputs.required("keyVaultKey", "Key Vault key")
+    elif method == "localKey":
+        signer = "file:" + inputs.required("localKeyFile", "Local key file")
+    elif method == "unsigned":
+        signer = "none"
+        vso.emit(
+            "task.logissue",
+            "signingMethod is unsigned: verifiers will refuse this provenance",
+            type="warning",
+        )
+    else:
+        raise InputError(f"signingMethod is {method!r}", "use keyVault, localKey or unsigned")
+    output = inputs.get("outputFolder")
+    print("##[group]Hashing the drop and writing provenance")
+    started = time.monotonic()
+    result = generate(
+        GenerateOptions(
+            drop=drop,
+            signer_uri=signer,
+            patterns=inputs.lines("subjects"),
+            output_dir=Path(output) if output else None,
+            builder_id=inputs.get("builderId"),
+            confirm_with_server=inputs.flag("confirmWithServer", True),
+            environment=env,
+        ),
+        on_progress=_report_progress,
+    )
+    print("##[endgroup]")
+    ctx = result.context
+    for subject in result.subjects:
+        print(vso.neutralize(f"  {subject.sha256}  {subject.name}"))
+    if not ctx.server_confirmed:
+        vso.emit(
+            "task.logissue",
+            "the run context was NOT confirmed with the Azure DevOps REST API",
+            type="warning",
+        )
+    outputs = {
+        "provenancePath": str(result.envelope_path),
+        "statementSha256": result.statement_sha256,
+        "subjectCount": str(len(result.subjects)),
+        "keyId": result.keyid,
+    }
+    for name, value in outputs.items():
+        vso.emit("task.setvariable", value, variable=name)
+    _summary(
+        env,
+        [
+            "### SLSA provenance",
+            f"- **Subjects:** {len(result.subjects)} files, {sum(s.size for s in result.subjects)} bytes "
+            f"hashed in {time.monotonic() - started:.1f} s",
+            f"- **Source:** `{ctx.repository_uri}` @ `{ctx.source_branch}` `{ctx.source_version}`",
+            f"- **Run context:** {'confirmed by the server' if ctx.server_confirmed else 'NOT confirmed'}",
+            f"- **Signed by:** `{result.keyid or 'nobody (unsigned)'}`",
+            f"- **Statement:** `sha256:{result.statement_sha256}`",
+            *[f"- **SBOM:** `{s.name}` `sha256:{s.sha256}`" for s in result.sboms],
+            f"- **Written:** `{result.envelope_path}`",
+            f"- **SLSA level claimed:** {_level(bool(result.keyid), ctx.server_confirmed)}",
+        ],
+    )
+    return f"provenance for {len(result.subjects)} subjects written to {result.envelope_path}"
+
+
+def _level(signed: bool, confirmed: bool) -> str:
+    if signed and confirmed:
+        return "Build L2 (hosted platform, signed provenance); L3 needs the isolated signing stage"
+    return "Build L1 (the provenance is unsigned or its run context was not confirmed)"
+
+
+def _report_progress(progress: Progress) -> None:
+    percent = 100 * progress.bytes_done // progress.bytes_total if progress.bytes_total else 100
+    vso.emit("task.setprogress", "hashing the drop", value=str(percent))
+
+
+def _verify(inputs: Inputs) -> str:
+    from slsa_provenance.files import read_limited
+    from slsa_provenance.keys import load_public_key
+    from slsa_provenance.subjects import artifact_digests
+    from slsa_provenance.verify import MAX_ENVELOPE, Expectations, run_checks
+
+    provenance = Path(inputs.required("provenanceFile", "Provenance file"))
+    keys = [load_public_key(read_limited(Path(k), "key", 1 << 20), k) for k in inputs.lines("trustedKeys")]
+    if not keys:
+        raise InputError("the task input 'trustedKeys' is empty", "list the trusted public key files")
+    artifacts = artifact_digests([Path(p) for p in inputs.lines("artifacts")], [])
+    expected = Expectations(
+        builder_id=inputs.get("expectedBuilderId") or None,
+        source_uri=inputs.get("expectedRepository") or None,
+        source_ref=inputs.get("expectedRef") or None,
+    )
+    report = run_checks(read_limited(provenance, "provenance", MAX_ENVELOPE), keys, expected, artifacts)
+    for result in report.results:
+        print(vso.neutralize(result.line()))
+    passed = [r for r in report.results if r.passed]
+    vso.emit("task.setvariable", str(len(passed)), variable="subjectCount")
+    vso.emit("task.setvariable", report.keyid, variable="keyId")
+    if not report.passed:
+        failed = next(r for r in report.results if not r.passed)
+        raise Error(
+            f"{len(report.results) - len(passed)} of {len(report.results)} artifacts failed verification; "
+            f"first: {failed.line().removeprefix('FAILED: ')}",
+            "do not deploy these artifacts",
+        )
+    return f"all {len(passed)} artifacts verified (signed by {report.keyid})"
+
+
+def _summary(env: Mapping[str, str], lines: list[str]) -> None:
+    folder = env.get("AGENT_TEMPDIRECTORY") or tempfile.gettempdir()
+    path = Path(folder) / "slsa-provenance-summary.md"
+    try:
+        path.write_text("\n".join(vso.neutralize(line) for line in lines) + "\n", encoding="utf-8")
+    except OSError as exc:
+        vso.emit("task.logissue", f"cannot write the build summary: {exc.strerror}", type="warning")
+        return
+    vso.emit("task.uploadsummary", str(path))
+
+
+if __name__ == "__main__":
+    sys.exit(main())
