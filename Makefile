@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: help demo test lint format pytest clean
+.PHONY: help demo test lint format pytest vsix clean
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-8s %s\n", $$1, $$2}'
@@ -18,19 +18,26 @@ $(STAMP): pyproject.toml requirements.lock
 demo: $(STAMP)  ## the whole flow offline: key, provenance, verification, a tampered artifact refused
 	PATH="$(CURDIR)/$(BIN):$$PATH" bash demo/demo.sh
 
-test: lint pytest  ## lint, type-check and run the tests
+test: lint vsix pytest  ## lint, type-check, build the .vsix and run the tests
 
 lint: $(STAMP)  ## ruff format --check, ruff check, mypy --strict
-	$(BIN)/ruff format --check src tests
-	$(BIN)/ruff check src tests
+	$(BIN)/ruff format --check src tests packaging task
+	$(BIN)/ruff check src tests packaging task
 	$(BIN)/mypy src/slsa_provenance
 
 pytest: $(STAMP)  ## the test suite with coverage
 	$(BIN)/pytest --cov --cov-report=term:skip-covered
 
+node_modules/.installed: package.json package-lock.json
+	npm ci --no-audit --no-fund --loglevel=error
+	touch $@
+
+vsix: $(STAMP) node_modules/.installed  ## build dist/*.vsix (wheels for every agent platform, SBOM, signed provenance)
+	$(BIN)/python packaging/build.py
+
 format: $(STAMP)  ## rewrite the code in the house format
-	$(BIN)/ruff format src tests
-	$(BIN)/ruff check --fix src tests
+	$(BIN)/ruff format src tests packaging task
+	$(BIN)/ruff check --fix src tests packaging task
 
 clean:  ## remove the virtual environment and caches
-	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .coverage build src/*.egg-info
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .coverage build dist node_modules src/*.egg-info

@@ -17,7 +17,7 @@ head -c 120000 /dev/urandom > drop/bin/web-cli
 head -c 40000 /dev/urandom > drop/lib/plugins/auth.so
 printf 'contoso web 1.4.2\n' > drop/docs/README.txt
 tar -czf drop/web-1.4.2-linux-x64.tar.gz -C drop bin
-python "$here/make_sbom.py" drop   # what sbom-tool writes into drop/_manifest/
+python "$here/../packaging/spdx.py" drop   # what sbom-tool writes into drop/_manifest/
 (cd drop && find . -type f | sort)
 
 say "2. The agent describes the run in its predefined variables (here set by hand)"

@@ -1,4 +1,4 @@
-// SlsaProvenance@1 entry: find a trusted Python 3.10+, start the bundled package, let it report.
+// SlsaProvenance@1 entry: find a trusted Python 3.11+, start the bundled package, let it report.
 // Python gets only the variables it needs, by environment (never argv), and runs isolated (-I), so
 // PYTHONPATH, PYTHONHOME or a PATH entry that an earlier step set cannot change what runs.
 'use strict';
@@ -6,7 +6,7 @@ const { spawnSync } = require('child_process');
 const fs = require('fs');
 const path = require('path');
 
-const NEEDS = 'SlsaProvenance@1 needs Python 3.10+ on the agent; add UsePythonVersion@0 before it';
+const NEEDS = 'SlsaProvenance@1 needs Python 3.11+ on the agent; add UsePythonVersion@0 before it';
 const PASS = /^(INPUT_|ENDPOINT_|SECRET_SYSTEM_ACCESSTOKEN$|SYSTEM_|BUILD_|AGENT_|TF_BUILD$|SLSA_|HOME$|USERPROFILE$|TEMP$|TMP$|TMPDIR$|SYSTEMROOT$|WINDIR$|COMSPEC$|LANG$|LC_ALL$|REQUESTS_CA_BUNDLE$|HTTPS?_PROXY$|NO_PROXY$)/i;
 
 function escape(text) { return text.replace(/%/g, '%AZP25').replace(/\r/g, '%0D').replace(/\n/g, '%0A'); }
@@ -32,7 +32,7 @@ function candidates(env) {
 function findPython(env) {
   for (const [exe, ...args] of candidates(env)) {
     if (!fs.existsSync(exe)) continue;
-    const probe = spawnSync(exe, [...args, '-I', '-c', 'import sys; print(sys.version_info >= (3, 10))'], { encoding: 'utf8' });
+    const probe = spawnSync(exe, [...args, '-I', '-c', 'import sys; print(sys.version_info >= (3, 11))'], { encoding: 'utf8' });
     if (probe.status === 0 && probe.stdout.trim() === 'True') return [exe, ...args];
   }
   return null;

@@ -30,7 +30,9 @@ def main():
         index = json.load(stream)
     folders = index.get(target())
     if folders is None:
-        message = f"SlsaProvenance@1 ships no dependencies for {target()}; supported: {', '.join(sorted(index))}"
+        message = (
+            f"SlsaProvenance@1 ships no dependencies for {target()}; supported: {', '.join(sorted(index))}"
+        )
         print(f"##vso[task.logissue type=error]{message}")
         print(f"##vso[task.complete result=Failed]{message}")
         return 0

@@ -59,7 +59,7 @@ class CertificateAuthority:
     """A CA made at test time and one leaf certificate for 127.0.0.1 and localhost."""
 
     def __init__(self, folder: Path) -> None:
-        now = datetime.datetime.now(datetime.timezone.utc)
+        now = datetime.datetime.now(datetime.UTC)
         ca_key = ec.generate_private_key(ec.SECP256R1())
         ca_name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "slsa-provenance test CA")])
         ca = (

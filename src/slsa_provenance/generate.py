@@ -5,8 +5,8 @@
     >>> result.envelope_path
     PosixPath('drop/_manifest/slsa_1.0/provenance.intoto.jsonl')
 
-Order: run context, subjects, SBOM, Statement, schema validation, signature, local verification
-of that signature, and only then one atomic write.
+Order: signer (so that a bad key is reported first), run context, subjects, SBOM, Statement,
+schema validation, signature, local verification of that signature, and only then one atomic write.
 """
 
 from __future__ import annotations
@@ -55,10 +55,10 @@ class GenerateResult:
 
 def generate(options: GenerateOptions, on_progress: ProgressCallback | None = None) -> GenerateResult:
     """Raises InputError for unusable input and Error when signing or writing fails."""
-    context = _context(options)
     signer = (
         None if options.signer_uri.strip() == UNSIGNED else from_uri(options.signer_uri, options.environment)
     )
+    context = _context(options)
     subjects = collect(options.drop, options.patterns, on_progress=on_progress)
     sboms = find_sboms(options.drop)
     statement = build_statement(
@@ -107,6 +107,6 @@ def _context(options: GenerateOptions) -> RunContext:
     if not context.pipeline_file:
         raise InputError(
             "the pipeline's YAML path is unknown without server confirmation",
-            "pass --pipeline-file (e.g. azure-pipelines.yml)",
+            "pass --pipeline-file (the task's pipelineFile input), e.g. azure-pipelines.yml",
         )
     return context

@@ -45,6 +45,7 @@ class Inputs:
 def main(env: Mapping[str, str] | None = None) -> int:
     """Run the step; always 0, the result goes to the agent as `task.complete`."""
     inputs = Inputs(os.environ if env is None else env)
+    print(f"Python {sys.version.split()[0]} at {sys.executable}")
     try:
         command = inputs.get("command", "generate")
         if command == "generate":
@@ -89,19 +90,22 @@ def _generate(inputs: Inputs) -> str:
     output = inputs.get("outputFolder")
     print("##[group]Hashing the drop and writing provenance")
     started = time.monotonic()
-    result = generate(
-        GenerateOptions(
-            drop=drop,
-            signer_uri=signer,
-            patterns=inputs.lines("subjects"),
-            output_dir=Path(output) if output else None,
-            builder_id=inputs.get("builderId"),
-            confirm_with_server=inputs.flag("confirmWithServer", True),
-            environment=env,
-        ),
-        on_progress=_report_progress,
-    )
-    print("##[endgroup]")
+    try:
+        result = generate(
+            GenerateOptions(
+                drop=drop,
+                signer_uri=signer,
+                patterns=inputs.lines("subjects"),
+                output_dir=Path(output) if output else None,
+                builder_id=inputs.get("builderId"),
+                pipeline_file=inputs.get("pipelineFile"),
+                confirm_with_server=inputs.flag("confirmWithServer", True),
+                environment=env,
+            ),
+            on_progress=_report_progress,
+        )
+    finally:
+        print("##[endgroup]")
     ctx = result.context
     for subject in result.subjects:
         print(vso.neutralize(f"  {subject.sha256}  {subject.name}"))

@@ -1,0 +1,294 @@
+"""The built .vsix: what a Marketplace upload checks, and the packaged step run by the real `node`,
+with no network, from an agent-like environment."""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+import shutil
+import struct
+import subprocess
+import sys
+import zipfile
+from pathlib import Path
+
+import pytest
+
+from conftest import PIPELINE_ENV, REPO, AzureStack, run_cli, shared_ref
+
+pytestmark = pytest.mark.integration
+TASK = "SlsaProvenanceV1"
+
+
+@pytest.fixture(scope="module")
+def extension(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    built = sorted((REPO / "dist").glob("*.vsix"))
+    if not built:
+        pytest.skip("no dist/*.vsix: run 'make vsix' (make test builds it first)")
+    folder = tmp_path_factory.mktemp("vsix")
+    with zipfile.ZipFile(built[-1]) as archive:
+        archive.extractall(folder)
+    return folder
+
+
+def png_size(path: Path) -> tuple[int, int]:
+    data = path.read_bytes()
+    assert data[:8] == b"\x89PNG\r\n\x1a\n"
+    width, height = struct.unpack(">II", data[16:24])
+    return int(width), int(height)
+
+
+def test_the_package_holds_what_the_marketplace_needs(extension: Path) -> None:
+    for name in (
+        "extension.vsixmanifest",
+        "extension.vsomanifest",
+        "[Content_Types].xml",
+        "overview.md",
+        f"{TASK}/task.json",
+        f"{TASK}/index.js",
+        f"{TASK}/launch.py",
+        f"{TASK}/icon.png",
+    ):
+        assert (extension / name).is_file(), name
+    manifest = json.loads((REPO / "vss-extension.json").read_text())
+    xml = (extension / "extension.vsixmanifest").read_text()
+    assert f'Id="{manifest["id"]}" Publisher="{manifest["publisher"]}" Version="{manifest["version"]}"' in xml
+    contributions = json.loads((extension / "extension.vsomanifest").read_text())["contributions"]
+    assert [c["type"] for c in contributions] == ["ms.vss-distributed-task.task"]
+    assert (extension / contributions[0]["properties"]["name"] / "task.json").is_file()
+    assert png_size(extension / "images" / "extension-icon.png") == (128, 128)
+    assert png_size(extension / TASK / "icon.png") == (32, 32)
+    task = json.loads((extension / TASK / "task.json").read_text())
+    assert task["name"] == "SlsaProvenance" and task["version"]["Major"] == 1
+    assert set(task["execution"]) == {"Node20_1", "Node24"}
+
+
+def test_manifests_match_their_schemas() -> None:
+    import jsonschema
+
+    task_schema = json.loads(shared_ref("schemas/tasks.schema.json").read_text())
+    jsonschema.Draft4Validator(task_schema).validate(json.loads((REPO / "task" / "task.json").read_text()))
+    extension_schema = json.loads(shared_ref("schemas/vss-extension.schema.json").read_text())
+    jsonschema.Draft7Validator(extension_schema).validate(
+        json.loads((REPO / "vss-extension.json").read_text())
+    )
+
+
+def test_every_input_has_help_a_label_and_a_group_that_exists() -> None:
+    task = json.loads((REPO / "task" / "task.json").read_text())
+    groups = {g["name"] for g in task["groups"]}
+    for item in task["inputs"]:
+        assert item["label"] and item["helpMarkDown"], item["name"]
+        assert item["helpMarkDown"].startswith(("Required", "Optional")), item["name"]
+        assert item.get("groupName", "advanced") in groups | {"advanced"}
+    assert [o["name"] for o in task["outputVariables"]] == [
+        "provenancePath",
+        "bundlePath",
+        "statementSha256",
+        "subjectCount",
+        "keyId",
+    ]
+
+
+def test_dependencies_cover_every_shipped_target(extension: Path) -> None:
+    lib = extension / TASK / "lib"
+    index = json.loads((lib / "index.json").read_text())
+    targets = json.loads((REPO / "packaging" / "targets.json").read_text())
+    expected = {f"{p}-cp{v.replace('.', '')}" for p in targets["platforms"] for v in targets["pythons"]}
+    assert set(index) == expected
+    for folders in index.values():
+        assert any(f.startswith("cryptography-") for f in folders)
+        assert all((lib / "bin" / f).is_dir() for f in folders)
+    assert (lib / "common" / "slsa_provenance" / "task.py").is_file()
+    assert (lib / "common" / "azure" / "identity").is_dir()
+
+
+def test_the_package_carries_its_own_sbom_and_signed_provenance(extension: Path) -> None:
+    manifest = extension / TASK / "_manifest"
+    sbom = json.loads((manifest / "spdx_2.2" / "manifest.spdx.json").read_text())
+    purls = {ref["referenceLocator"] for p in sbom["packages"] for ref in p["externalRefs"]}
+    assert "pkg:pypi/cryptography@50.0.2" in purls and "pkg:pypi/azure-identity@1.27.0" in purls
+    result = run_cli(
+        "verify",
+        "--provenance",
+        manifest / "slsa_1.0" / "provenance.intoto.jsonl",
+        "--key",
+        manifest / "slsa_1.0" / "signing-key.pub.pem",
+        "--artifact",
+        extension / TASK,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert result.stdout.count("PASSED: ") > 1000
+
+
+def tool_cache(tmp_path: Path) -> tuple[Path, str]:
+    """An Agent.ToolsDirectory with the Python UsePythonVersion@0 would select, on PATH."""
+    real = Path(os.path.realpath(sys.executable))
+    version = ".".join(map(str, sys.version_info[:3]))
+    bin_dir = tmp_path / "tools" / "Python" / version / "x64" / "bin"
+    bin_dir.mkdir(parents=True)
+    (bin_dir / "python3").symlink_to(real)
+    return tmp_path / "tools", str(bin_dir)
+
+
+def run_step(
+    extension: Path, env: dict[str, str], *, offline: bool = True, wrap: list[str] | None = None
+) -> subprocess.CompletedProcess[str]:
+    node = shutil.which("node")
+    assert node, "node is needed to run the task's entry"
+    command = [*(wrap or []), node, str(extension / TASK / "index.js")]
+    if (
+        offline
+        and shutil.which("unshare")
+        and subprocess.run(["unshare", "-rn", "true"], check=False).returncode == 0
+    ):
+        command = ["unshare", "-rn", *command]  # a network namespace with no interface at all
+    return subprocess.run(command, env=env, capture_output=True, text=True, timeout=120, check=False)
+
+
+def step_env(tmp_path: Path, drop: Path, **inputs: str) -> dict[str, str]:
+    tools, bin_dir = tool_cache(tmp_path)
+    evil = tmp_path / "prepended"
+    evil.mkdir()
+    (evil / "python3").write_text("#!/bin/sh\necho HIJACKED\nexit 0\n")
+    (evil / "python3").chmod(0o755)
+    return {
+        **PIPELINE_ENV,
+        "TF_BUILD": "True",
+        "PATH": os.pathsep.join([str(evil), bin_dir, "/usr/bin", "/bin"]),
+        "AGENT_TOOLSDIRECTORY": str(tools),
+        "AGENT_TEMPDIRECTORY": str(tmp_path),
+        "PYTHONPATH": str(evil),
+        "INPUT_DROPFOLDER": str(drop),
+        **{f"INPUT_{k.upper()}": v for k, v in inputs.items()},
+    }
+
+
+def completion(stdout: str) -> str:
+    lines = [line for line in stdout.splitlines() if line.startswith("##vso[task.complete")]
+    assert len(lines) == 1, stdout
+    return lines[0]
+
+
+def test_the_packaged_step_generates_offline(extension: Path, drop: Path, tmp_path: Path, key_files) -> None:  # type: ignore[no-untyped-def]
+    env = step_env(
+        tmp_path,
+        drop,
+        command="generate",
+        signingMethod="localKey",
+        localKeyFile=str(key_files["ecdsa-p256"][0]),
+        confirmWithServer="false",
+        pipelineFile="azure-pipelines.yml",
+    )
+    result = run_step(extension, env)
+    assert completion(result.stdout).startswith("##vso[task.complete result=Succeeded]"), (
+        result.stdout + result.stderr
+    )
+    assert "HIJACKED" not in result.stdout
+    assert f"Python {sys.version.split()[0]} at " in result.stdout
+    assert "##vso[task.setvariable variable=subjectCount]5" in result.stdout
+    assert f"##vso[task.uploadsummary]{tmp_path / 'slsa-provenance-summary.md'}" in result.stdout
+    assert "SLSA level claimed" in (tmp_path / "slsa-provenance-summary.md").read_text()
+    provenance = drop / "_manifest" / "slsa_1.0" / "provenance.intoto.jsonl"
+    verify_env = step_env(
+        tmp_path / "v",
+        drop,
+        command="verify",
+        provenanceFile=str(provenance),
+        artifacts=f"{drop}/bin\n{drop}/README.txt",
+        trustedKeys=str(key_files["ecdsa-p256"][1]),
+        expectedRef="refs/heads/*",
+    )
+    (tmp_path / "v").mkdir(exist_ok=True)
+    verified = run_step(extension, verify_env)
+    assert completion(verified.stdout).startswith(
+        "##vso[task.complete result=Succeeded]all 3 artifacts verified"
+    )
+    assert "PASSED: app.exe" in verified.stdout
+
+
+def test_the_packaged_step_signs_with_key_vault_and_confirms_with_the_server(
+    extension: Path, drop: Path, tmp_path: Path, azure: AzureStack
+) -> None:
+    env = {
+        **step_env(
+            tmp_path,
+            drop,
+            command="generate",
+            signingMethod="keyVault",
+            keyVaultKey=f"https://127.0.0.1:{azure.vault.port}/keys/rsa",
+        ),
+        **{
+            k: v
+            for k, v in azure.env.items()
+            if k.startswith(("ENDPOINT_", "INPUT_", "SYSTEM_", "BUILD_", "REQUESTS_", "NO_PROXY", "SLSA_"))
+        },
+    }
+    result = run_step(extension, env, offline=False)
+    assert completion(result.stdout).startswith("##vso[task.complete result=Succeeded]"), (
+        result.stdout + result.stderr
+    )
+    assert f"##vso[task.setvariable variable=keyId]{azure.kids['rsa']}" in result.stdout
+    envelope = json.loads((drop / "_manifest" / "slsa_1.0" / "provenance.intoto.jsonl").read_text())
+    statement = json.loads(base64.b64decode(envelope["payload"]))
+    assert (
+        statement["predicate"]["buildDefinition"]["internalParameters"]["azurePipelines"]["serverConfirmed"]
+        is True
+    )
+    assert "##vso[task.logissue type=warning]" not in result.stdout
+
+
+@pytest.mark.parametrize(
+    ("inputs", "message"),
+    [
+        (
+            {"command": "generate", "signingMethod": "keyVault"},
+            "the task input 'keyVaultKey' (Key Vault key) is empty",
+        ),
+        (
+            {"command": "generate", "signingMethod": "localKey", "localKeyFile": "/nonexistent.pem"},
+            "cannot read signing key /nonexistent.pem",
+        ),
+        ({"command": "deploy"}, "the task input 'command' is 'deploy'"),
+        (
+            {"command": "verify", "provenanceFile": "/nonexistent.jsonl", "trustedKeys": "/nonexistent.pem"},
+            "cannot read key file /nonexistent.pem",
+        ),
+    ],
+)
+def test_bad_inputs_fail_the_step_with_one_message(
+    extension: Path, drop: Path, tmp_path: Path, inputs: dict[str, str], message: str
+) -> None:
+    result = run_step(extension, step_env(tmp_path, drop, **inputs))
+    assert result.returncode == 0
+    issues = [
+        line for line in result.stdout.splitlines() if line.startswith("##vso[task.logissue type=error]")
+    ]
+    assert len(issues) == 1 and message in issues[0], result.stdout
+    assert completion(result.stdout).startswith(
+        f"##vso[task.complete result=Failed]{issues[0].split(']', 1)[1]}"
+    )
+    assert "Traceback" not in result.stdout + result.stderr
+
+
+@pytest.mark.parametrize("replacement", ["missing", "too-old"])
+def test_no_usable_python_fails_with_the_remedy(
+    extension: Path, drop: Path, tmp_path: Path, replacement: str
+) -> None:
+    """Hide every interpreter the entry would trust (in a private mount namespace)."""
+    if subprocess.run(["unshare", "-rm", "true"], check=False).returncode != 0:
+        pytest.skip("this machine does not allow private mount namespaces")
+    fake = tmp_path / "python"
+    fake.write_text("#!/bin/sh\necho False\n" if replacement == "too-old" else "")
+    fake.chmod(0o755 if replacement == "too-old" else 0o644)
+    env = step_env(tmp_path, drop, command="generate")
+    env["AGENT_TOOLSDIRECTORY"] = str(tmp_path / "no-tools")
+    mounts = " && ".join(f"mount --bind {fake} {p}" for p in ("/usr/bin/python3",) if Path(p).exists())
+    wrap = ["unshare", "-rm", "sh", "-c", f'{mounts or "true"} && exec "$0" "$@"']
+    result = run_step(extension, env, offline=False, wrap=wrap)
+    expected = "SlsaProvenance@1 needs Python 3.11+ on the agent; add UsePythonVersion@0 before it"
+    assert result.stdout.splitlines() == [
+        f"##vso[task.logissue type=error]{expected}",
+        f"##vso[task.complete result=Failed]{expected}",
+    ]
