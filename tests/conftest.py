@@ -11,6 +11,9 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
 
 REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO / "packaging"))
+from spdx import Package, write_sbom  # noqa: E402
+
 SHARED_REF = Path(os.environ.get("SLSA_SHARED_REF", REPO.parent / "shared" / "ref"))
 COMMIT = "c27d339ee6075c1f744c5d4b200f7901aad2c369"
 
@@ -59,9 +62,7 @@ def drop(tmp_path: Path) -> Path:
     (root / "lib" / "plugins" / "auth.so").write_bytes(os.urandom(3000))
     (root / "README.txt").write_text("hello\n")
     (root / "web.tar.gz").write_bytes(os.urandom(10_000))
-    manifest = root / "_manifest" / "spdx_2.2"
-    manifest.mkdir(parents=True)
-    (manifest / "manifest.spdx.json").write_text('{"spdxVersion": "SPDX-2.2", "files": []}')
+    write_sbom(root, "drop", [Package("requests", "2.34.2", "a" * 64)])
     return root
 
 

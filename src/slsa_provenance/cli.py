@@ -82,6 +82,23 @@ def _parser() -> argparse.ArgumentParser:
         help="in a pipeline, do not confirm the variables with the Azure DevOps REST API "
         "(recorded in the provenance as not confirmed)",
     )
+    gen.add_argument(
+        "--sbom",
+        type=Path,
+        metavar="FILE",
+        help="the SBOM to bind (default: DROP/_manifest/spdx_2.2|spdx_3.0/manifest.spdx.json)",
+    )
+    gen.add_argument(
+        "--sbom-check",
+        choices=("strict", "warn", "off"),
+        default="strict",
+        help="compare the SBOM's file digests with the subjects: fail, warn, or only record it",
+    )
+    gen.add_argument(
+        "--sbom-packages",
+        action="store_true",
+        help="also record the SBOM's packages (purls) as resolved dependencies",
+    )
     gen.set_defaults(run=_generate)
 
     ver = commands.add_parser("verify", help="check provenance before deploying its artifacts")
@@ -115,6 +132,7 @@ def _parser() -> argparse.ArgumentParser:
     ver.add_argument("--source-ref", metavar="REF", help="expected ref, or a glob like refs/tags/v*")
     ver.add_argument("--commit", metavar="SHA", help="expected git commit")
     ver.add_argument("--build-type", metavar="URI", help="expected buildType (default: Azure Pipelines)")
+    ver.add_argument("--sbom", type=Path, metavar="FILE", help="check (10): this SBOM is the one recorded")
     ver.set_defaults(run=_verify)
 
     step = commands.add_parser("task", help="run as the SlsaProvenance@1 pipeline step (reads INPUT_*)")
@@ -159,9 +177,14 @@ def _generate(args: argparse.Namespace) -> int:
             builder_id=args.builder_id,
             pipeline_file=args.pipeline_file,
             confirm_with_server=not args.no_server_confirmation,
+            sbom=args.sbom,
+            sbom_check=args.sbom_check,
+            sbom_packages=args.sbom_packages,
         ),
         on_progress=_TerminalProgress(started),
     )
+    for warning in result.warnings:
+        print(f"WARNING: {warning}", file=sys.stderr)
     size = sum(s.size for s in result.subjects)
     ctx = result.context
     confirmed = "confirmed by the server" if ctx.server_confirmed else "NOT confirmed by the server"
@@ -203,17 +226,19 @@ def _bytes(size: int) -> str:
 def _verify(args: argparse.Namespace) -> int:
     from slsa_provenance.files import read_limited
     from slsa_provenance.keys import load_public_key
-    from slsa_provenance.subjects import artifact_digests
+    from slsa_provenance.subjects import artifact_digests, sha256_file
     from slsa_provenance.verify import MAX_ENVELOPE, Expectations, run_checks
 
     artifacts = artifact_digests(args.artifact, args.digest)
     keys = [load_public_key(read_limited(Path(k), "key", 1 << 20), k) for k in args.key]
     envelope = read_limited(args.provenance, "provenance", MAX_ENVELOPE)
+    sbom = sha256_file(args.sbom)[0] if args.sbom else None
     expected = Expectations(
         builder_id=args.builder_id,
         source_uri=args.source_uri,
         source_ref=args.source_ref,
         commit=args.commit,
+        sbom_sha256=sbom,
         **({"build_type": args.build_type} if args.build_type else {}),
     )
     report = run_checks(envelope, keys, expected, artifacts)

@@ -22,7 +22,8 @@ from slsa_provenance.context import RunContext
 from slsa_provenance.errors import Error, InputError
 from slsa_provenance.files import write_files
 from slsa_provenance.provenance import Subject, build_statement, canonical_json
-from slsa_provenance.sbom import Sbom, find_sboms
+from slsa_provenance.sbom import MODES as SBOM_MODES
+from slsa_provenance.sbom import SBOM_REMEDY, Sbom, describe, find_sboms, mismatches
 from slsa_provenance.schema import validate_statement
 from slsa_provenance.signers import UNSIGNED, from_uri
 from slsa_provenance.subjects import MANIFEST_DIR, ProgressCallback, collect
@@ -40,6 +41,9 @@ class GenerateOptions:
     builder_id: str = ""
     pipeline_file: str = ""
     confirm_with_server: bool = True
+    sbom: Path | None = None
+    sbom_check: str = "strict"
+    sbom_packages: bool = False
     environment: Mapping[str, str] = field(default_factory=lambda: dict(os.environ))
 
 
@@ -51,6 +55,7 @@ class GenerateResult:
     keyid: str
     statement_sha256: str
     envelope_path: Path
+    warnings: list[str]
 
 
 def generate(options: GenerateOptions, on_progress: ProgressCallback | None = None) -> GenerateResult:
@@ -60,11 +65,13 @@ def generate(options: GenerateOptions, on_progress: ProgressCallback | None = No
     )
     context = _context(options)
     subjects = collect(options.drop, options.patterns, on_progress=on_progress)
-    sboms = find_sboms(options.drop)
+    sboms, warnings = _bind_sboms(options, subjects)
+    packages = {p.uri + repr(sorted(p.digest.items())): p for s in sboms for p in s.packages}
     statement = build_statement(
         context,
         subjects,
         builder_id=options.builder_id,
+        dependencies=[packages[k] for k in sorted(packages)] if options.sbom_packages else (),
         byproducts=[s.byproduct() for s in sboms],
     )
     validate_statement(statement)
@@ -92,7 +99,23 @@ def generate(options: GenerateOptions, on_progress: ProgressCallback | None = No
         keyid=keyid,
         statement_sha256=hashlib.sha256(payload).hexdigest(),
         envelope_path=envelope_path,
+        warnings=warnings,
     )
+
+
+def _bind_sboms(options: GenerateOptions, subjects: list[Subject]) -> tuple[list[Sbom], list[str]]:
+    """The drop's SBOMs, cross-checked with the subjects as `sbom_check` says."""
+    if options.sbom_check not in SBOM_MODES:
+        raise InputError(f"the SBOM check is {options.sbom_check!r}", f"use one of {', '.join(SBOM_MODES)}")
+    sboms = find_sboms(options.drop, options.sbom, check_sidecar=options.sbom_check != "off")
+    warnings = []
+    for sbom in sboms if options.sbom_check != "off" else []:
+        found = mismatches(sbom, subjects, every_file=not options.patterns)
+        if found and options.sbom_check == "strict":
+            raise InputError(describe(sbom, found), SBOM_REMEDY)
+        if found:
+            warnings.append(describe(sbom, found))
+    return sboms, warnings
 
 
 def _context(options: GenerateOptions) -> RunContext:

@@ -100,6 +100,9 @@ def _generate(inputs: Inputs) -> str:
                 builder_id=inputs.get("builderId"),
                 pipeline_file=inputs.get("pipelineFile"),
                 confirm_with_server=inputs.flag("confirmWithServer", True),
+                sbom=Path(inputs.get("sbomFile")) if inputs.get("sbomFile") else None,
+                sbom_check=inputs.get("sbomCheck", "strict"),
+                sbom_packages=inputs.flag("sbomPackages", False),
                 environment=env,
             ),
             on_progress=_report_progress,
@@ -107,6 +110,8 @@ def _generate(inputs: Inputs) -> str:
     finally:
         print("##[endgroup]")
     ctx = result.context
+    for warning in result.warnings:
+        vso.emit("task.logissue", warning, type="warning")
     for subject in result.subjects:
         print(vso.neutralize(f"  {subject.sha256}  {subject.name}"))
     if not ctx.server_confirmed:

@@ -6,8 +6,8 @@
 
 Checks, in order (DESIGN §6): (1) envelope parses, payloadType; (2) a signature verifies with a
 trusted key; (3) Statement and predicate types; (4) buildType; (5) builder.id; (6) source
-repository; (7) ref; (8) commit; (9) every artifact's digest is a subject. An expectation left
-as None is not checked; (1)-(4) and (9) always are.
+repository; (7) ref; (8) commit; (9) every artifact's digest is a subject; (10) the SBOM's digest
+is the recorded byproduct. An expectation left as None is not checked; (1)-(4) and (9) always are.
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ from typing import Any
 from slsa_provenance import dsse
 from slsa_provenance.errors import InputError, VerificationError
 from slsa_provenance.keys import PublicKey
-from slsa_provenance.provenance import BUILD_TYPE, PREDICATE_TYPE, STATEMENT_TYPE
+from slsa_provenance.provenance import BUILD_TYPE, PREDICATE_TYPE, SPDX_MEDIA_TYPE, STATEMENT_TYPE
 
 
 @dataclass(frozen=True)
@@ -31,6 +31,7 @@ class Expectations:
     source_ref: str | None = None
     """An exact ref or a glob such as `refs/tags/v*`."""
     commit: str | None = None
+    sbom_sha256: str | None = None
     build_type: str = BUILD_TYPE
 
 
@@ -118,6 +119,8 @@ def verify_provenance(
     if expected.commit is not None:
         commit = _get(statement, "(8) commit", COMMIT_PATH)
         _expect("(8) commit", "gitCommit", commit, expected.commit.lower())
+    if expected.sbom_sha256 is not None:
+        _check_sbom(statement, expected.sbom_sha256)
     return VerifiedStatement(keyid=verified.keyid, statement=statement)
 
 
@@ -147,6 +150,23 @@ def _check_source(statement: dict[str, Any], expected: Expectations) -> None:
         )
     if expected.source_ref is not None and not fnmatch.fnmatchcase(ref, expected.source_ref):
         raise VerificationError("(7) ref", f"workflow.ref: got {ref!r}, expected {expected.source_ref!r}")
+
+
+def _check_sbom(statement: dict[str, Any], sha256: str) -> None:
+    byproducts = statement.get("predicate", {}).get("runDetails", {}).get("byproducts", [])
+    recorded = (
+        [
+            str(b.get("digest", {}).get("sha256"))
+            for b in byproducts
+            if isinstance(b, dict) and b.get("mediaType") == SPDX_MEDIA_TYPE
+        ]
+        if isinstance(byproducts, list)
+        else []
+    )
+    if sha256 not in recorded:
+        raise VerificationError(
+            "(10) sbom", f"byproducts sha256: got {sha256}, expected one of {recorded or 'none recorded'}"
+        )
 
 
 def check_artifacts(statement: dict[str, Any], artifacts: Sequence[Artifact]) -> list[ArtifactResult]:
