@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+import base64
+import json
 import os
 import subprocess
 import sys
@@ -41,6 +43,31 @@ PIPELINE_ENV = {
     "AGENT_NAME": "Hosted Agent",
     "AGENT_ISSELFHOSTED": "0",
 }
+
+
+OUTPUT = Path("_manifest/slsa_1.0/provenance.intoto.jsonl")
+
+
+def generate_cli(
+    drop: Path, key: Path, *extra: str | Path, env: Mapping[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
+    """`slsa-provenance generate` of a drop with a local key, outside a pipeline."""
+    return run_cli(
+        "generate",
+        "--drop",
+        drop,
+        "--signer",
+        f"file:{key}",
+        "--pipeline-file",
+        "azure-pipelines.yml",
+        *extra,
+        env=PIPELINE_ENV if env is None else env,
+    )
+
+
+def statement_of(envelope_path: Path) -> dict[str, object]:
+    """The Statement inside a written envelope."""
+    return dict(json.loads(base64.b64decode(json.loads(envelope_path.read_text())["payload"])))
 
 
 def shared_ref(relative: str) -> Path:

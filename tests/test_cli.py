@@ -15,32 +15,14 @@ from pathlib import Path
 
 import pytest
 
-from conftest import PIPELINE_ENV, REPO, run_cli
+from conftest import OUTPUT, PIPELINE_ENV, REPO, run_cli, statement_of
+from conftest import generate_cli as generate
 
 pytestmark = pytest.mark.integration
-OUTPUT = Path("_manifest/slsa_1.0/provenance.intoto.jsonl")
-
-
-def generate(drop: Path, key: Path, *extra: str | Path, env: dict[str, str] | None = None):  # type: ignore[no-untyped-def]
-    return run_cli(
-        "generate",
-        "--drop",
-        drop,
-        "--signer",
-        f"file:{key}",
-        "--pipeline-file",
-        "azure-pipelines.yml",
-        *extra,
-        env=PIPELINE_ENV if env is None else env,
-    )
 
 
 def verify(provenance: Path, key: Path, *extra: str | Path):  # type: ignore[no-untyped-def]
     return run_cli("verify", "--provenance", provenance, "--key", key, *extra)
-
-
-def statement_of(path: Path) -> dict:  # type: ignore[type-arg]
-    return json.loads(base64.b64decode(json.loads(path.read_text())["payload"]))
 
 
 def assert_nothing_written(drop: Path) -> None:

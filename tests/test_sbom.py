@@ -2,35 +2,19 @@
 
 from __future__ import annotations
 
-import base64
 import hashlib
-import json
 import shutil
 from pathlib import Path
 
 import pytest
-from conftest import PIPELINE_ENV, run_cli, shared_ref
 
+from conftest import OUTPUT, run_cli, shared_ref, statement_of
+from conftest import generate_cli as generate
 from slsa_provenance.errors import InputError
 from slsa_provenance.provenance import Subject
 from slsa_provenance.sbom import describe, find_sboms, load_sbom, mismatches
 
 SAMPLE_EXE = "2dba00b048555bd12d5527d4b16d2ca110a129f5c719d8505f23dc9d87ef7640"
-OUTPUT = Path("_manifest/slsa_1.0/provenance.intoto.jsonl")
-
-
-def generate(drop: Path, key: Path, *extra: str | Path):  # type: ignore[no-untyped-def]
-    return run_cli(
-        "generate",
-        "--drop",
-        drop,
-        "--signer",
-        f"file:{key}",
-        "--pipeline-file",
-        "ci.yml",
-        *extra,
-        env=PIPELINE_ENV,
-    )
 
 
 @pytest.mark.parametrize("version", ["spdx_2.2", "spdx_3.0"])
@@ -75,7 +59,7 @@ def test_generate_binds_the_sbom_and_verify_checks_it(drop: Path, key_files, tmp
     private, public = key_files["ecdsa-p256"]
     result = generate(drop, private, "--sbom-packages")
     assert result.returncode == 0, result.stderr
-    statement = json.loads(base64.b64decode(json.loads((drop / OUTPUT).read_text())["payload"]))
+    statement: dict = statement_of(drop / OUTPUT)  # type: ignore[type-arg]
     sbom_path = drop / "_manifest/spdx_2.2/manifest.spdx.json"
     digest = hashlib.sha256(sbom_path.read_bytes()).hexdigest()
     assert statement["predicate"]["runDetails"]["byproducts"] == [
