@@ -193,6 +193,31 @@ def definition_body(env: Mapping[str, str], yaml: str = "ci/azure-pipelines.yml"
     }
 
 
+def run_body(env: Mapping[str, str], **repositories: dict[str, object]) -> dict[str, object]:
+    """A Runs - Get answer shaped by pipelines-7.1.json (Run, RunResources, RepositoryResource)."""
+    resources = {
+        "self": {
+            "repository": {"id": "f450d1a9-29b5-4ec5-b12b-7aca7ebd6643", "type": "azureReposGit"},
+            "refName": env["BUILD_SOURCEBRANCH"],
+            "version": env["BUILD_SOURCEVERSION"],
+        }
+    }
+    return {
+        "id": int(env["BUILD_BUILDID"]),
+        "name": env["BUILD_BUILDNUMBER"],
+        "state": "inProgress",
+        "createdDate": "2026-11-23T09:12:31.2032421Z",
+        "pipeline": {
+            "id": int(env["SYSTEM_DEFINITIONID"]),
+            "name": env["BUILD_DEFINITIONNAME"],
+            "folder": "\\",
+            "revision": 3,
+        },
+        "resources": {"repositories": {**resources, **repositories}},
+        "templateParameters": {},
+    }
+
+
 @pytest.fixture(scope="session")
 def certificate_authority(tmp_path_factory: pytest.TempPathFactory):  # type: ignore[no-untyped-def]
     from fakes import CertificateAuthority
@@ -244,6 +269,7 @@ class AzureStack:
         }
         self.ado.bodies["build/builds/836"] = build_body(self.env)
         self.ado.bodies["build/definitions/12"] = definition_body(self.env)
+        self.ado.bodies["pipelines/12/runs/836"] = run_body(self.env)
 
     def stop(self) -> None:
         for server in (self.entra, self.ado, self.vault):

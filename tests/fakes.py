@@ -271,6 +271,7 @@ class AzureDevOps(HttpsServer):
             r"/contoso/[^/]+/_apis/(build/builds/\d+|build/definitions/\d+|pipelines/\d+/runs/\d+)",
             self._rest,
         )
+        self.route("GET", r"/contoso/_apis/git/repositories/[^/]+", self._rest)
 
     @property
     def collection(self) -> str:
@@ -297,7 +298,7 @@ class AzureDevOps(HttpsServer):
     def _rest(self, request: Request) -> Response:
         if not self._authorized(request):
             return json_response({"message": "TF400813: The user is not authorized"}, 401)
-        key = re.sub(r"^/contoso/[^/]+/_apis/", "", request.path).lower()
+        key = re.sub(r"^/contoso/([^/]+/)?_apis/", "", request.path).lower()
         if key not in self.bodies:
             return json_response({"message": f"{key} not found"}, 404)
         return json_response(self.bodies[key])

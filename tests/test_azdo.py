@@ -4,14 +4,16 @@ from __future__ import annotations
 
 import json
 import os
+from dataclasses import replace
 
 import pytest
 
-from conftest import AzureStack, build_body, shared_ref
+from conftest import AzureStack, build_body, run_body, shared_ref
 from fakes import Fault, json_response
 from slsa_provenance.azdo import confirm
-from slsa_provenance.context import RunContext
+from slsa_provenance.context import CheckedOutRepository, RunContext
 from slsa_provenance.errors import Error
+from slsa_provenance.provenance import Subject, build_statement
 
 pytestmark = pytest.mark.integration
 
@@ -32,7 +34,9 @@ def test_the_server_confirms_and_fills_in_what_only_it_knows(azure: AzureStack) 
     assert paths == [
         ("GET", f"/contoso/{project}/_apis/build/builds/836", "7.1"),
         ("GET", f"/contoso/{project}/_apis/build/definitions/12", "7.1"),
+        ("GET", f"/contoso/{project}/_apis/pipelines/12/runs/836", "7.1"),
     ]
+    assert confirmed.repositories == ()
     assert azure.ado.requests[0].headers["x-tfs-fedauthredirect"] == "Suppress"
 
 
@@ -143,7 +147,7 @@ def test_an_incomplete_answer_is_named(azure: AzureStack) -> None:
 
 
 def test_replays_the_recorded_azure_devops_bodies(azure: AzureStack, monkeypatch: pytest.MonkeyPatch) -> None:
-    """Real Builds - Get and Definitions - Get bodies recorded from Azure DevOps."""
+    """Real Builds - Get and Definitions - Get bodies recorded from Azure DevOps, and a real Runs - Get."""
     build = json.loads(
         shared_ref("ado-rest/recorded/GET_build_builds_638.json").read_text(encoding="utf-8-sig")
     )
@@ -153,9 +157,15 @@ def test_replays_the_recorded_azure_devops_bodies(azure: AzureStack, monkeypatch
     build["repository"]["url"] = build["repository"]["url"].replace(
         "https://dev.azure.com/v-anvashist0376/", azure.ado.collection
     )
+    run = json.loads(
+        shared_ref("ado-rest/examples/real-anonymised/Pipelines_Runs_Get.json").read_text(
+            encoding="utf-8-sig"
+        )
+    )
     azure.ado.bodies = {
         f"build/builds/{build['id']}": build,
         f"build/definitions/{build['definition']['id']}": definition,
+        f"pipelines/{build['definition']['id']}/runs/{build['id']}": run,
     }
     variables = {
         "BUILD_BUILDID": str(build["id"]),
@@ -175,3 +185,51 @@ def test_replays_the_recorded_azure_devops_bodies(azure: AzureStack, monkeypatch
     assert confirmed.pipeline_file == definition["process"]["yamlFilename"]
     assert confirmed.build_number == build["buildNumber"]
     assert confirmed.started_on == ""  # the recorded build had not started (startTime null)
+
+
+def test_every_other_checked_out_repository_is_recorded(azure: AzureStack) -> None:
+    tools_id = "8e1f6b0a-0d2c-4c55-9b8e-3f6a1c2d4e5f"
+    azure.ado.bodies["pipelines/12/runs/836"] = run_body(
+        azure.env,
+        tools={
+            "repository": {"id": tools_id, "type": "azureReposGit"},
+            "refName": "refs/heads/release",
+            "version": "1" * 40,
+        },
+        upstream={
+            "repository": {"fullName": "contoso/sdk", "type": "gitHub"},
+            "refName": "refs/tags/v2.1.0",
+            "version": "2" * 40,
+        },
+    )
+    azure.ado.bodies[f"git/repositories/{tools_id}"] = {
+        "id": tools_id,
+        "name": "tools",
+        "remoteUrl": f"https://contoso@{azure.ado.collection[8:]}web/_git/tools",
+    }
+    confirmed = confirm(claimed(), os.environ)
+    assert confirmed.repositories == (
+        CheckedOutRepository(
+            "tools", f"{azure.ado.collection}web/_git/tools", "refs/heads/release", "1" * 40
+        ),
+        CheckedOutRepository("upstream", "https://github.com/contoso/sdk", "refs/tags/v2.1.0", "2" * 40),
+    )
+    statement = build_statement(replace(confirmed, pipeline_file="ci.yml"), [Subject("a", "a" * 64)])
+    assert statement["predicate"]["buildDefinition"]["resolvedDependencies"][1:] == [
+        {
+            "uri": f"git+{azure.ado.collection}web/_git/tools@refs/heads/release",
+            "name": "tools",
+            "digest": {"gitCommit": "1" * 40},
+        },
+        {
+            "uri": "git+https://github.com/contoso/sdk@refs/tags/v2.1.0",
+            "name": "upstream",
+            "digest": {"gitCommit": "2" * 40},
+        },
+    ]
+
+
+def test_a_self_repository_at_another_commit_is_caught(azure: AzureStack) -> None:
+    azure.ado.bodies["pipelines/12/runs/836"]["resources"]["repositories"]["self"]["version"] = "3" * 40  # type: ignore[index]
+    with pytest.raises(Error, match="self repository: got .* from BUILD_SOURCEVERSION, expected '3333"):
+        confirm(claimed(), os.environ)

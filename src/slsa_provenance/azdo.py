@@ -4,10 +4,11 @@
     >>> confirmed.server_confirmed, confirmed.pipeline_file
     (True, 'azure-pipelines.yml')
 
-The agent's variables can be overwritten by earlier steps; the server cannot. Builds - Get and
-Definitions - Get are read with the job's token at the URL of the protected SystemVssConnection
-endpoint (never `SYSTEM_COLLECTIONURI`), every claim is compared, and a mismatch fails naming the
-field, the claimed value and the server's. The REST calls go through azure-core's PipelineClient:
+The agent's variables can be overwritten by earlier steps; the server cannot. Builds - Get,
+Definitions - Get and, for YAML pipelines, Runs - Get (every other checked-out repository) are read
+with the job's token at the URL of the protected SystemVssConnection endpoint (never
+`SYSTEM_COLLECTIONURI`); every claim is compared, and a mismatch fails naming the field, the
+claimed value and the server's. The REST calls go through azure-core's PipelineClient:
 one request per fact, raw JSON, bounded retries that honour Retry-After.
 """
 
@@ -19,7 +20,7 @@ from dataclasses import replace
 from typing import Any
 from urllib.parse import quote, urlsplit, urlunsplit
 
-from slsa_provenance.context import RunContext
+from slsa_provenance.context import CheckedOutRepository, RunContext
 from slsa_provenance.errors import Error
 from slsa_provenance.signers.credentials import collection_url, system_access_token
 from slsa_provenance.transport import client_options
@@ -154,6 +155,12 @@ def confirm(claimed: RunContext, env: Mapping[str, str]) -> RunContext:
         )
     process = definition.get("process") or {}
     started = str(build.get("startTime") or "")
+    repositories: tuple[CheckedOutRepository, ...] = ()
+    if process.get("type") == 2:
+        run = server.get(
+            f"{project}/_apis/pipelines/{definition_id}/runs/{claimed.build_id}", f"run {claimed.build_id}"
+        )
+        repositories = _other_repositories(server, run, claimed)
     return replace(
         claimed,
         collection_uri=server.collection,
@@ -164,6 +171,48 @@ def confirm(claimed: RunContext, env: Mapping[str, str]) -> RunContext:
         pipeline_file=str(process.get("yamlFilename") or "").lstrip("/") if process.get("type") == 2 else "",
         started_on=started if _TIMESTAMP.match(started) else "",
         server_confirmed=True,
+        repositories=repositories,
+    )
+
+
+def _other_repositories(
+    server: AzureDevOps, run: Mapping[str, Any], claimed: RunContext
+) -> tuple[CheckedOutRepository, ...]:
+    """`resources.repositories` of Runs - Get, but `self`, whose commit must be the build's."""
+    resources = run.get("resources") or {}
+    found = []
+    for alias, resource in sorted((resources.get("repositories") or {}).items()):
+        version = str(_at(resource, "version")).lower()
+        ref = str(resource.get("refName") or "")
+        if alias == "self":
+            if version != claimed.source_version:
+                got = claimed.source_version
+                raise Error(
+                    f"the server contradicts the pipeline variables for build {claimed.build_id} (self "
+                    f"repository: got {got!r} from BUILD_SOURCEVERSION, expected {version!r})",
+                    "an earlier step may have overwritten these variables; find and remove it",
+                )
+            continue
+        found.append(
+            CheckedOutRepository(
+                alias=alias, url=_repository_url(server, _at(resource, "repository")), ref=ref, commit=version
+            )
+        )
+    return tuple(found)
+
+
+def _repository_url(server: AzureDevOps, repository: Mapping[str, Any]) -> str:
+    kind = str(repository.get("type", ""))
+    if repository.get("url"):
+        return _strip_userinfo(str(repository["url"]))
+    if kind.startswith("azureReposGit"):
+        identifier = str(_at(repository, "id"))
+        found = server.get(f"_apis/git/repositories/{quote(identifier, safe='')}", f"repository {identifier}")
+        return _strip_userinfo(str(_at(found, "remoteUrl")))
+    if kind == "gitHub":
+        return f"https://github.com/{_at(repository, 'fullName')}"
+    raise Error(
+        f"Runs - Get names a {kind or 'typeless'} repository without a URL", "report this with the run's id"
     )
 
 

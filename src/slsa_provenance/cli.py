@@ -99,6 +99,12 @@ def _parser() -> argparse.ArgumentParser:
         action="store_true",
         help="also record the SBOM's packages (purls) as resolved dependencies",
     )
+    gen.add_argument(
+        "--sources",
+        type=Path,
+        metavar="DIR",
+        help="the checked-out sources, whose git submodules are recorded (default: $BUILD_SOURCESDIRECTORY)",
+    )
     gen.set_defaults(run=_generate)
 
     ver = commands.add_parser("verify", help="check provenance before deploying its artifacts")
@@ -180,6 +186,7 @@ def _generate(args: argparse.Namespace) -> int:
             sbom=args.sbom,
             sbom_check=args.sbom_check,
             sbom_packages=args.sbom_packages,
+            sources=args.sources,
         ),
         on_progress=_TerminalProgress(started),
     )

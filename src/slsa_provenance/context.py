@@ -48,6 +48,16 @@ _NUMBER = re.compile(r"^[0-9]+$")
 
 
 @dataclass(frozen=True)
+class CheckedOutRepository:
+    """Another repository the run checked out (a `resources.repositories` entry of Runs - Get)."""
+
+    alias: str
+    url: str
+    ref: str
+    commit: str
+
+
+@dataclass(frozen=True)
 class RunContext:
     collection_uri: str
     project: str
@@ -77,6 +87,8 @@ class RunContext:
     started_on: str = ""
     """RFC 3339 start time from the server; empty when not confirmed."""
     server_confirmed: bool = False
+    repositories: tuple[CheckedOutRepository, ...] = ()
+    """Every other repository the server says the run checked out."""
 
     @classmethod
     def from_environment(cls, env: Mapping[str, str]) -> RunContext:

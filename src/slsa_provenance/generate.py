@@ -21,12 +21,13 @@ from slsa_provenance import dsse
 from slsa_provenance.context import RunContext
 from slsa_provenance.errors import Error, InputError
 from slsa_provenance.files import write_files
-from slsa_provenance.provenance import Subject, build_statement, canonical_json
+from slsa_provenance.provenance import ResourceDescriptor, Subject, build_statement, canonical_json
 from slsa_provenance.sbom import MODES as SBOM_MODES
 from slsa_provenance.sbom import SBOM_REMEDY, Sbom, describe, find_sboms, mismatches
 from slsa_provenance.schema import validate_statement
 from slsa_provenance.signers import UNSIGNED, from_uri
 from slsa_provenance.subjects import MANIFEST_DIR, ProgressCallback, collect
+from slsa_provenance.submodules import submodules
 
 OUTPUT_FOLDER = f"{MANIFEST_DIR}/slsa_1.0"
 ENVELOPE_NAME = "provenance.intoto.jsonl"
@@ -44,6 +45,8 @@ class GenerateOptions:
     sbom: Path | None = None
     sbom_check: str = "strict"
     sbom_packages: bool = False
+    sources: Path | None = None
+    """The checked-out sources, for their submodules; default $BUILD_SOURCESDIRECTORY."""
     environment: Mapping[str, str] = field(default_factory=lambda: dict(os.environ))
 
 
@@ -71,7 +74,10 @@ def generate(options: GenerateOptions, on_progress: ProgressCallback | None = No
         context,
         subjects,
         builder_id=options.builder_id,
-        dependencies=[packages[k] for k in sorted(packages)] if options.sbom_packages else (),
+        dependencies=[
+            *_submodules(options, context),
+            *([packages[k] for k in sorted(packages)] if options.sbom_packages else ()),
+        ],
         byproducts=[s.byproduct() for s in sboms],
     )
     validate_statement(statement)
@@ -101,6 +107,11 @@ def generate(options: GenerateOptions, on_progress: ProgressCallback | None = No
         envelope_path=envelope_path,
         warnings=warnings,
     )
+
+
+def _submodules(options: GenerateOptions, context: RunContext) -> list[ResourceDescriptor]:
+    sources = options.sources or Path(options.environment.get("BUILD_SOURCESDIRECTORY") or "/nonexistent")
+    return submodules(sources, context.repository_uri)
 
 
 def _bind_sboms(options: GenerateOptions, subjects: list[Subject]) -> tuple[list[Sbom], list[str]]:

@@ -105,11 +105,20 @@ def build_statement(
                     },
                 },
                 "internalParameters": _internal_parameters(context),
-                "resolvedDependencies": [d.to_json() for d in (source, *dependencies)],
+                "resolvedDependencies": [
+                    d.to_json() for d in (source, *_repositories(context), *dependencies)
+                ],
             },
             "runDetails": run_details,
         },
     }
+
+
+def _repositories(context: RunContext) -> list[ResourceDescriptor]:
+    return [
+        ResourceDescriptor(uri=f"git+{r.url}@{r.ref}", name=r.alias, digest={"gitCommit": r.commit})
+        for r in sorted(context.repositories, key=lambda r: r.alias)
+    ]
 
 
 def _internal_parameters(context: RunContext) -> dict[str, Any]:
