@@ -101,3 +101,26 @@ def test_opting_out_of_confirmation_is_recorded(azure: AzureStack, drop: Path, k
         is False
     )
     assert azure.ado.requests == []
+
+
+def test_a_gate_trusts_the_vault_key_and_reads_the_bundle(azure: AzureStack, drop: Path) -> None:
+    signer = f"azurekms://127.0.0.1:{azure.vault.port}/p256"
+    assert run_cli("generate", "--drop", drop, "--signer", signer, env=azure.env).returncode == 0
+    bundle = drop / "_manifest" / "slsa_1.0" / "provenance.sigstore.json"
+    assert json.loads(bundle.read_text())["verificationMaterial"]["publicKey"]["hint"] == azure.kids["p256"]
+    for provenance in (bundle, drop / OUTPUT):
+        result = run_cli(
+            "verify",
+            "--provenance",
+            provenance,
+            "--key",
+            signer,
+            "--key",
+            f"azurekms://127.0.0.1:{azure.vault.port}/rsa",
+            "--artifact",
+            drop,
+            env=azure.env,
+        )
+        assert result.returncode == 0, result.stdout + result.stderr
+    signs = [r for r in azure.vault.requests if r.path.endswith("/sign")]
+    assert len(signs) == 1  # verification only reads the public keys

@@ -205,6 +205,8 @@ def _generate(args: argparse.Namespace) -> int:
     print(f"signed by: {result.keyid or 'nobody (UNSIGNED)'}")
     print(f"statement: sha256:{result.statement_sha256}")
     print(f"wrote:     {result.envelope_path}")
+    if result.bundle_path:
+        print(f"           {result.bundle_path} (Sigstore bundle v0.3)")
     return 0
 
 
@@ -232,12 +234,12 @@ def _bytes(size: int) -> str:
 
 def _verify(args: argparse.Namespace) -> int:
     from slsa_provenance.files import read_limited
-    from slsa_provenance.keys import load_public_key
+    from slsa_provenance.signers import trusted_key
     from slsa_provenance.subjects import artifact_digests, sha256_file
     from slsa_provenance.verify import MAX_ENVELOPE, Expectations, run_checks
 
     artifacts = artifact_digests(args.artifact, args.digest)
-    keys = [load_public_key(read_limited(Path(k), "key", 1 << 20), k) for k in args.key]
+    keys = [trusted_key(k, os.environ) for k in args.key]
     envelope = read_limited(args.provenance, "provenance", MAX_ENVELOPE)
     sbom = sha256_file(args.sbom)[0] if args.sbom else None
     expected = Expectations(

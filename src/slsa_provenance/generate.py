@@ -18,6 +18,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from slsa_provenance import dsse
+from slsa_provenance.bundle import to_bundle
 from slsa_provenance.context import RunContext
 from slsa_provenance.errors import Error, InputError
 from slsa_provenance.files import write_files
@@ -31,6 +32,7 @@ from slsa_provenance.submodules import submodules
 
 OUTPUT_FOLDER = f"{MANIFEST_DIR}/slsa_1.0"
 ENVELOPE_NAME = "provenance.intoto.jsonl"
+BUNDLE_NAME = "provenance.sigstore.json"
 
 
 @dataclass(frozen=True)
@@ -58,6 +60,7 @@ class GenerateResult:
     keyid: str
     statement_sha256: str
     envelope_path: Path
+    bundle_path: Path | None
     warnings: list[str]
 
 
@@ -97,7 +100,11 @@ def generate(options: GenerateOptions, on_progress: ProgressCallback | None = No
         keyid = signer.keyid
     output_dir = options.output_dir or options.drop / OUTPUT_FOLDER
     envelope_path = output_dir / ENVELOPE_NAME
-    write_files({envelope_path: envelope.to_json() + b"\n"})
+    files = {envelope_path: envelope.to_json() + b"\n"}
+    bundle_path = output_dir / BUNDLE_NAME if envelope.signatures else None
+    if bundle_path:
+        files[bundle_path] = to_bundle(envelope) + b"\n"
+    write_files(files)
     return GenerateResult(
         context=context,
         subjects=subjects,
@@ -105,6 +112,7 @@ def generate(options: GenerateOptions, on_progress: ProgressCallback | None = No
         keyid=keyid,
         statement_sha256=hashlib.sha256(payload).hexdigest(),
         envelope_path=envelope_path,
+        bundle_path=bundle_path,
         warnings=warnings,
     )
 

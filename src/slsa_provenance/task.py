@@ -122,6 +122,7 @@ def _generate(inputs: Inputs) -> str:
         )
     outputs = {
         "provenancePath": str(result.envelope_path),
+        "bundlePath": str(result.bundle_path or ""),
         "statementSha256": result.statement_sha256,
         "subjectCount": str(len(result.subjects)),
         "keyId": result.keyid,
@@ -159,12 +160,12 @@ def _report_progress(progress: Progress) -> None:
 
 def _verify(inputs: Inputs) -> str:
     from slsa_provenance.files import read_limited
-    from slsa_provenance.keys import load_public_key
+    from slsa_provenance.signers import trusted_key
     from slsa_provenance.subjects import artifact_digests
     from slsa_provenance.verify import MAX_ENVELOPE, Expectations, run_checks
 
     provenance = Path(inputs.required("provenanceFile", "Provenance file"))
-    keys = [load_public_key(read_limited(Path(k), "key", 1 << 20), k) for k in inputs.lines("trustedKeys")]
+    keys = [trusted_key(k, inputs.env) for k in inputs.lines("trustedKeys")]
     if not keys:
         raise InputError("the task input 'trustedKeys' is empty", "list the trusted public key files")
     artifacts = artifact_digests([Path(p) for p in inputs.lines("artifacts")], [])
@@ -172,6 +173,7 @@ def _verify(inputs: Inputs) -> str:
         builder_id=inputs.get("expectedBuilderId") or None,
         source_uri=inputs.get("expectedRepository") or None,
         source_ref=inputs.get("expectedRef") or None,
+        **({"build_type": inputs.get("expectedBuildType")} if inputs.get("expectedBuildType") else {}),
     )
     report = run_checks(read_limited(provenance, "provenance", MAX_ENVELOPE), keys, expected, artifacts)
     for result in report.results:

@@ -1,6 +1,8 @@
 """Verification for deployment gates: numbered checks, each failing with got/expected.
 
     >>> verified = verify_provenance(envelope, [public_key], Expectations(builder_id=ID))  # doctest: +SKIP
+
+`envelope` is a DSSE envelope or a Sigstore bundle v0.3 holding one.
     >>> [r.line() for r in check_artifacts(verified.statement, [Artifact("app.zip", digest)])]
     ['PASSED: app.zip']
 
@@ -18,7 +20,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from slsa_provenance import dsse
+from slsa_provenance import bundle, dsse
 from slsa_provenance.errors import InputError, VerificationError
 from slsa_provenance.keys import PublicKey
 from slsa_provenance.provenance import BUILD_TYPE, PREDICATE_TYPE, SPDX_MEDIA_TYPE, STATEMENT_TYPE
@@ -94,7 +96,7 @@ def verify_provenance(
 ) -> VerifiedStatement:
     """Checks (1) to (8). Raises VerificationError naming the first check that fails."""
     try:
-        envelope = dsse.Envelope.from_json(envelope_json)
+        envelope = dsse.Envelope.from_json(bundle.envelope_json(envelope_json))
     except InputError as exc:
         raise VerificationError("(1) envelope", exc.message) from exc
     _expect("(1) envelope", "payloadType", envelope.payload_type, dsse.PAYLOAD_TYPE)

@@ -50,3 +50,19 @@ def from_uri(uri: str, env: Mapping[str, str]) -> Signer:
 
         return KeyVaultSigner.from_uri(uri, env)
     raise InputError(f"signer {uri!r} is not a signer URI", f"use one of: {URI_FORMS}, or none")
+
+
+def trusted_key(spec: str, env: Mapping[str, str]) -> PublicKey:
+    """A verifier's trusted key: a PEM public key file, or a Key Vault key (its public half only).
+
+    Raises InputError for an unreadable or unsupported key, Error when Key Vault fails.
+    """
+    spec = spec.strip()
+    if spec.startswith(("azurekms://", "https://")):
+        return from_uri(spec, env).public_key()
+    from pathlib import Path
+
+    from slsa_provenance.files import read_limited
+    from slsa_provenance.keys import load_public_key
+
+    return load_public_key(read_limited(Path(spec), "key", 1 << 20), spec)

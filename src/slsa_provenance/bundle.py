@@ -1,0 +1,60 @@
+"""PURE: the Sigstore bundle v0.3 form of a signed envelope, for Sigstore-aware verifiers.
+
+    >>> bundle = to_bundle(envelope)            # doctest: +SKIP
+    >>> from_document(bundle) == envelope
+    True
+
+No transparency log and no timestamps: the bundle names the key by `verificationMaterial.publicKey.hint`,
+which equals the DSSE signature's keyid (a versioned Key Vault kid or a local key's fingerprint).
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from slsa_provenance.dsse import Envelope
+from slsa_provenance.errors import InputError
+
+MEDIA_TYPE = "application/vnd.dev.sigstore.bundle.v0.3+json"
+
+
+def to_bundle(envelope: Envelope) -> bytes:
+    """One line of JSON. Raises InputError for an envelope without exactly one signature."""
+    if len(envelope.signatures) != 1:
+        raise InputError("a Sigstore bundle carries exactly one signature", "sign the envelope first")
+    envelope_json = json.loads(envelope.to_json())
+    envelope_json["signatures"] = [
+        {"sig": s["sig"], "keyid": s["keyid"]} for s in envelope_json["signatures"]
+    ]
+    document = {
+        "mediaType": MEDIA_TYPE,
+        "verificationMaterial": {
+            "publicKey": {"hint": envelope.signatures[0].keyid},
+            "tlogEntries": [],
+            "timestampVerificationData": {"rfc3161Timestamps": []},
+        },
+        "dsseEnvelope": envelope_json,
+    }
+    return json.dumps(document, separators=(",", ":")).encode()
+
+
+def envelope_json(document: bytes) -> bytes:
+    """The DSSE envelope inside a bundle, or the document itself when it is a bare envelope.
+
+    Raises InputError for a bundle of another kind (a message signature, an unknown media type).
+    """
+    try:
+        value: Any = json.loads(document)
+    except (ValueError, RecursionError):
+        return document  # let the envelope parser name the problem
+    if not isinstance(value, dict) or "dsseEnvelope" not in value and "mediaType" not in value:
+        return document
+    media_type = value.get("mediaType", "")
+    if not str(media_type).startswith("application/vnd.dev.sigstore.bundle"):
+        raise InputError(
+            f"bundle mediaType is {media_type!r}", "pass a Sigstore bundle v0.3 or a DSSE envelope"
+        )
+    if not isinstance(value.get("dsseEnvelope"), dict):
+        raise InputError("the Sigstore bundle holds no dsseEnvelope", "pass a bundle of a DSSE attestation")
+    return json.dumps(value["dsseEnvelope"]).encode()
