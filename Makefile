@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: help demo test lint format pytest vsix clean
+.PHONY: help demo test lint format pytest vsix bench clean
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-8s %s\n", $$1, $$2}'
@@ -21,8 +21,8 @@ demo: $(STAMP)  ## the whole flow offline: key, provenance, verification, a tamp
 test: lint vsix pytest  ## lint, type-check, build the .vsix and run the tests
 
 lint: $(STAMP)  ## ruff format --check, ruff check, mypy --strict
-	$(BIN)/ruff format --check src tests packaging task
-	$(BIN)/ruff check src tests packaging task
+	$(BIN)/ruff format --check src tests packaging task bench
+	$(BIN)/ruff check src tests packaging task bench
 	$(BIN)/mypy src/slsa_provenance
 
 pytest: $(STAMP)  ## the test suite with coverage
@@ -35,9 +35,12 @@ node_modules/.installed: package.json package-lock.json
 vsix: $(STAMP) node_modules/.installed  ## build dist/*.vsix (wheels for every agent platform, SBOM, signed provenance)
 	$(BIN)/python packaging/build.py
 
+bench: $(STAMP) vsix  ## hashing, memory, start-up and verify against openssl and sha256sum; fails on a missed target
+	$(BIN)/python bench/bench.py
+
 format: $(STAMP)  ## rewrite the code in the house format
-	$(BIN)/ruff format src tests packaging task
-	$(BIN)/ruff check --fix src tests packaging task
+	$(BIN)/ruff format src tests packaging task bench
+	$(BIN)/ruff check --fix src tests packaging task bench
 
 clean:  ## remove the virtual environment and caches
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .coverage build dist node_modules src/*.egg-info

@@ -5,6 +5,8 @@ from dataclasses import replace
 
 import jsonschema
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from conftest import COMMIT, PIPELINE_ENV, shared_ref
 from slsa_provenance.context import RunContext
@@ -15,8 +17,9 @@ from slsa_provenance.provenance import (
     Subject,
     build_statement,
     canonical_json,
+    canonical_statement,
 )
-from slsa_provenance.schema import validate_statement
+from slsa_provenance.schema import validate_statement, validate_subjects
 
 SUBJECTS = [Subject("b/app.exe", "b" * 64, 10), Subject("a.zip", "a" * 64, 5)]
 
@@ -138,3 +141,27 @@ def test_invalid_statements_are_named_by_json_path(mutate, where) -> None:  # ty
     mutate(statement)
     with pytest.raises(Error, match=rf"statement invalid at .*{where}"):
         validate_statement(statement)
+
+
+@given(
+    names=st.lists(
+        st.text(min_size=1, max_size=30).filter(lambda n: "\x00" not in n),
+        min_size=1,
+        max_size=30,
+        unique=True,
+    ),
+    digest=st.from_regex(r"\A[0-9a-f]{64}\Z"),
+)
+@settings(max_examples=150, deadline=None)
+def test_the_streamed_statement_is_the_canonical_json_of_the_whole(names: list[str], digest: str) -> None:
+    subjects = [Subject(name, digest) for name in names]
+    whole = canonical_json(build_statement(context(), subjects))
+    assert canonical_statement(build_statement(context(), subjects[:1]), subjects) == whole
+    assert json.loads(whole)["subject"][0]["name"] == min(names)
+
+
+def test_validate_subjects_names_the_bad_one() -> None:
+    with pytest.raises(Error, match=r"subject\.2\.digest\.sha256"):
+        validate_subjects([("a", "a" * 64), ("b", "b" * 64), ("c", "C" * 64)])
+    with pytest.raises(Error, match=r"subject\.0\.name"):
+        validate_subjects([("", "a" * 64)])

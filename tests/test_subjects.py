@@ -11,7 +11,7 @@ from slsa_provenance.subjects import Progress, collect, glob_regex, select_files
 
 
 def names(drop: Path, *patterns: str) -> list[str]:
-    return [name for name, _ in select_files(drop, patterns)]
+    return select_files(drop, patterns)
 
 
 def test_every_file_except_the_top_manifest_sorted_and_hashed(drop: Path) -> None:

@@ -23,20 +23,21 @@ def to_bundle(envelope: Envelope) -> bytes:
     """One line of JSON. Raises InputError for an envelope without exactly one signature."""
     if len(envelope.signatures) != 1:
         raise InputError("a Sigstore bundle carries exactly one signature", "sign the envelope first")
-    envelope_json = json.loads(envelope.to_json())
-    envelope_json["signatures"] = [
-        {"sig": s["sig"], "keyid": s["keyid"]} for s in envelope_json["signatures"]
-    ]
-    document = {
-        "mediaType": MEDIA_TYPE,
-        "verificationMaterial": {
-            "publicKey": {"hint": envelope.signatures[0].keyid},
-            "tlogEntries": [],
-            "timestampVerificationData": {"rfc3161Timestamps": []},
-        },
-        "dsseEnvelope": envelope_json,
+    return b"".join(bundle_parts(envelope.to_json(), envelope.signatures[0].keyid))
+
+
+def bundle_parts(envelope_json: bytes, keyid: str) -> tuple[bytes, bytes, bytes]:
+    """The bundle as (head, the envelope's JSON, tail), so a large envelope is never copied."""
+    material = {
+        "publicKey": {"hint": keyid},
+        "tlogEntries": [],
+        "timestampVerificationData": {"rfc3161Timestamps": []},
     }
-    return json.dumps(document, separators=(",", ":")).encode()
+    head = b'{"mediaType":"%b","verificationMaterial":%b,"dsseEnvelope":' % (
+        MEDIA_TYPE.encode(),
+        json.dumps(material, separators=(",", ":")).encode(),
+    )
+    return head, envelope_json, b"}"
 
 
 def envelope_json(document: bytes) -> bytes:

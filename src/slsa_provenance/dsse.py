@@ -69,15 +69,17 @@ class Envelope:
         )
 
     def to_json(self) -> bytes:
-        """One line of JSON, standard base64, no trailing newline."""
-        value: dict[str, Any] = {
-            "payload": base64.b64encode(self.payload).decode(),
-            "payloadType": self.payload_type,
-            "signatures": [
-                {"keyid": s.keyid, "sig": base64.b64encode(s.sig).decode()} for s in self.signatures
-            ],
-        }
-        return json.dumps(value, separators=(",", ":")).encode()
+        """One line of JSON, standard base64, no trailing newline.
+
+        Assembled around the base64 payload rather than through json.dumps, which would hold
+        several copies of a large Statement at once.
+        """
+        signatures = [{"keyid": s.keyid, "sig": base64.b64encode(s.sig).decode()} for s in self.signatures]
+        return b'{"payload":"%b","payloadType":%b,"signatures":%b}' % (
+            base64.b64encode(self.payload),
+            json.dumps(self.payload_type).encode(),
+            json.dumps(signatures, separators=(",", ":")).encode(),
+        )
 
 
 def _signature(raw: dict[str, Any], index: int) -> Signature:

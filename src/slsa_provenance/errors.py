@@ -22,6 +22,9 @@ class Error(Exception):
         self.message = message
         self.remedy = remedy
 
+    def __reduce__(self) -> tuple[type[Error], tuple[str, str]]:  # keeps the remedy across processes
+        return type(self), (self.message, self.remedy)
+
     def diagnostics(self) -> str:
         return f"{self.message}: {self.remedy}" if self.remedy else self.message
 
@@ -38,3 +41,7 @@ class VerificationError(Error):
     def __init__(self, check: str, message: str) -> None:
         super().__init__(f"{check}: {message}")
         self.check = check
+        self.detail = message
+
+    def __reduce__(self) -> tuple[type[Error], tuple[str, str]]:
+        return type(self), (self.check, self.detail)

@@ -11,14 +11,17 @@ from __future__ import annotations
 
 import os
 import tempfile
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 from slsa_provenance.errors import Error, InputError
 
 
-def write_files(contents: Mapping[Path, bytes], private: frozenset[Path] = frozenset()) -> None:
-    """Write every file or none; `private` ones get mode 0600, the others 0644.
+def write_files(
+    contents: Mapping[Path, bytes | Sequence[bytes]], private: frozenset[Path] = frozenset()
+) -> None:
+    """Write every file or none (each given whole or as parts); `private` ones get mode 0600,
+    the others 0644.
 
     Raises Error naming the path and the system's reason.
     """
@@ -30,7 +33,8 @@ def write_files(contents: Mapping[Path, bytes], private: frozenset[Path] = froze
             handle, temporary = tempfile.mkstemp(prefix=f".{target.name}.", dir=target.parent)
             staged.append((temporary, target))
             with os.fdopen(handle, "wb") as stream:
-                stream.write(data)
+                for part in [data] if isinstance(data, bytes) else data:
+                    stream.write(part)
                 stream.flush()
                 os.fsync(stream.fileno())
             os.chmod(temporary, 0o600 if target in private else 0o644)

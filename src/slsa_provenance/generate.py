@@ -18,14 +18,14 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from slsa_provenance import dsse
-from slsa_provenance.bundle import to_bundle
+from slsa_provenance.bundle import bundle_parts
 from slsa_provenance.context import RunContext
 from slsa_provenance.errors import Error, InputError
 from slsa_provenance.files import write_files
-from slsa_provenance.provenance import ResourceDescriptor, Subject, build_statement, canonical_json
+from slsa_provenance.provenance import ResourceDescriptor, Subject, build_statement, canonical_statement
 from slsa_provenance.sbom import MODES as SBOM_MODES
 from slsa_provenance.sbom import SBOM_REMEDY, Sbom, describe, find_sboms, mismatches
-from slsa_provenance.schema import validate_statement
+from slsa_provenance.schema import validate_statement, validate_subjects
 from slsa_provenance.signers import UNSIGNED, from_uri
 from slsa_provenance.subjects import MANIFEST_DIR, ProgressCallback, collect
 from slsa_provenance.submodules import submodules
@@ -72,19 +72,7 @@ def generate(options: GenerateOptions, on_progress: ProgressCallback | None = No
     context = _context(options)
     subjects = collect(options.drop, options.patterns, on_progress=on_progress)
     sboms, warnings = _bind_sboms(options, subjects)
-    packages = {p.uri + repr(sorted(p.digest.items())): p for s in sboms for p in s.packages}
-    statement = build_statement(
-        context,
-        subjects,
-        builder_id=options.builder_id,
-        dependencies=[
-            *_submodules(options, context),
-            *([packages[k] for k in sorted(packages)] if options.sbom_packages else ()),
-        ],
-        byproducts=[s.byproduct() for s in sboms],
-    )
-    validate_statement(statement)
-    payload = canonical_json(statement)
+    payload = _payload(options, context, subjects, sboms)
     if signer is None:
         envelope = dsse.Envelope(payload=payload, payload_type=dsse.PAYLOAD_TYPE, signatures=())
         keyid = ""
@@ -100,10 +88,11 @@ def generate(options: GenerateOptions, on_progress: ProgressCallback | None = No
         keyid = signer.keyid
     output_dir = options.output_dir or options.drop / OUTPUT_FOLDER
     envelope_path = output_dir / ENVELOPE_NAME
-    files = {envelope_path: envelope.to_json() + b"\n"}
+    envelope_json = envelope.to_json()
+    files: dict[Path, tuple[bytes, ...]] = {envelope_path: (envelope_json, b"\n")}
     bundle_path = output_dir / BUNDLE_NAME if envelope.signatures else None
     if bundle_path:
-        files[bundle_path] = to_bundle(envelope) + b"\n"
+        files[bundle_path] = (*bundle_parts(envelope_json, keyid), b"\n")
     write_files(files)
     return GenerateResult(
         context=context,
@@ -115,6 +104,27 @@ def generate(options: GenerateOptions, on_progress: ProgressCallback | None = No
         bundle_path=bundle_path,
         warnings=warnings,
     )
+
+
+def _payload(
+    options: GenerateOptions, context: RunContext, subjects: list[Subject], sboms: list[Sbom]
+) -> bytes:
+    """The validated, canonical Statement. Its dict is built with one subject (the shape), the
+    subjects are serialised directly: a large drop would otherwise need a dict per file."""
+    packages = {p.uri + repr(sorted(p.digest.items())): p for s in sboms for p in s.packages}
+    shape = build_statement(
+        context,
+        subjects[:1],
+        builder_id=options.builder_id,
+        dependencies=[
+            *_submodules(options, context),
+            *([packages[k] for k in sorted(packages)] if options.sbom_packages else ()),
+        ],
+        byproducts=[s.byproduct() for s in sboms],
+    )
+    validate_statement(shape)
+    validate_subjects((s.name, s.sha256) for s in subjects)
+    return canonical_statement(shape, subjects)
 
 
 def _submodules(options: GenerateOptions, context: RunContext) -> list[ResourceDescriptor]:

@@ -24,7 +24,7 @@ BUILD_TYPE = "https://docs.cimon.build/provenance/buildtypes/azure/v1"
 SPDX_MEDIA_TYPE = "application/spdx+json"
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Subject:
     name: str
     sha256: str
@@ -147,3 +147,19 @@ def _internal_parameters(context: RunContext) -> dict[str, Any]:
 def canonical_json(value: Any) -> bytes:
     """Sorted keys, no spaces, UTF-8: one byte string per value."""
     return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode()
+
+
+def canonical_statement(shape: dict[str, Any], subjects: Sequence[Subject]) -> bytes:
+    """`canonical_json` of `shape` with its subject list replaced by `subjects`, sorted by name.
+
+    The same bytes as building one dict per subject and serialising the whole (the tests compare
+    both), in a fraction of the memory: a drop of 100,000 files would otherwise hold 200,000 dicts.
+    """
+    head = canonical_json({**shape, "subject": []})
+    if not head.endswith(b'"subject":[]}'):  # "subject" sorts last among the Statement's keys
+        raise ValueError("a Statement whose last key is not 'subject'")
+    items = ",".join(
+        '{"digest":{"sha256":"%s"},"name":%s}' % (s.sha256, json.dumps(s.name, ensure_ascii=False))  # noqa: UP031
+        for s in sorted(subjects, key=lambda s: s.name)
+    )
+    return b"%b%b]}" % (head[:-2], items.encode())

@@ -9,6 +9,8 @@ something to sign; the error names the JSON path.
 from __future__ import annotations
 
 import json
+import re
+from collections.abc import Iterable
 from functools import cache
 from importlib import resources
 from typing import Any
@@ -16,6 +18,7 @@ from typing import Any
 from slsa_provenance.errors import Error
 
 _REMEDY = "this provenance cannot be signed; report it with the failing field"
+_SHA256 = re.compile(r"^[0-9a-f]{64}\Z")
 
 
 @cache
@@ -27,13 +30,43 @@ def _validator() -> Any:
 
 
 def validate_statement(statement: dict[str, Any]) -> None:
-    """Raises Error naming the first invalid field by JSON path."""
+    """Raises Error naming the first invalid field by JSON path.
+
+    jsonschema and protobuf cost about 100 us per subject, seconds for a large drop; so the
+    subject list is checked here against the schema's subject rule, and the validators see the
+    Statement with its first subject only.
+    """
+    subjects = statement.get("subject")
+    if isinstance(subjects, list) and len(subjects) > 1:
+        _check_subjects(subjects)
+        statement = {**statement, "subject": subjects[:1]}
     errors = sorted(_validator().iter_errors(statement), key=lambda e: list(e.absolute_path))
     if errors:
         first = errors[0]
         where = ".".join(str(p) for p in first.absolute_path) or "(statement)"
         raise Error(f"statement invalid at {where}: {first.message}", _REMEDY)
     _validate_in_toto(statement)
+
+
+def _check_subjects(subjects: list[Any]) -> None:
+    pairs = []
+    for subject in subjects:
+        subject = subject if isinstance(subject, dict) else {}
+        digest = subject.get("digest")
+        pairs.append((subject.get("name"), digest.get("sha256") if isinstance(digest, dict) else None))
+    validate_subjects(pairs)
+
+
+def validate_subjects(subjects: Iterable[tuple[object, object]]) -> None:
+    """The schema's `subject` items rule for (name, sha256) pairs: a non-empty name, lower-case hex."""
+    for index, (name, sha256) in enumerate(subjects):
+        if not isinstance(name, str) or not name:
+            raise Error(f"statement invalid at subject.{index}.name: a non-empty string is required", _REMEDY)
+        if not isinstance(sha256, str) or not _SHA256.match(sha256):
+            raise Error(
+                f"statement invalid at subject.{index}.digest.sha256: 64 lower-case hex digits required",
+                _REMEDY,
+            )
 
 
 def _validate_in_toto(statement: dict[str, Any]) -> None:

@@ -12,12 +12,13 @@ regular file (FIFO, socket, device) are refused rather than skipped: the drop is
 from __future__ import annotations
 
 import hashlib
+import multiprocessing
 import os
 import re
-import threading
-import time
+import stat
+import sys
 from collections.abc import Callable, Sequence
-from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
+from concurrent.futures import FIRST_EXCEPTION, Executor, ProcessPoolExecutor, ThreadPoolExecutor, wait
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -28,7 +29,9 @@ from slsa_provenance.verify import Artifact
 MANIFEST_DIR = "_manifest"
 _DIGEST = re.compile(r"^sha256:([0-9a-fA-F]{64})$")
 _CHUNK = 1 << 20
-_buffers = threading.local()
+_BATCH_FILES = 256
+_BATCH_BYTES = 4 << 20
+_OPEN_FLAGS = os.O_RDONLY | getattr(os, "O_BINARY", 0) | getattr(os, "O_NONBLOCK", 0)
 
 
 @dataclass(frozen=True)
@@ -50,17 +53,18 @@ def collect(
     on_progress: ProgressCallback | None = None,
 ) -> list[Subject]:
     """Select and hash the drop's files. Raises InputError for an unusable drop or file."""
-    return hash_files(select_files(drop, patterns), workers=workers, on_progress=on_progress)
+    return hash_files(drop, select_files(drop, patterns), workers=workers, on_progress=on_progress)
 
 
-def select_files(drop: Path, patterns: Sequence[str] = ()) -> list[tuple[str, Path]]:
-    """(name, path) of every regular file below `drop` matching any pattern (all when none)."""
+def select_files(drop: Path, patterns: Sequence[str] = ()) -> list[str]:
+    """Names (relative to `drop`, `/`-separated, sorted) of every regular file below it that
+    matches any pattern (all when none)."""
     if not drop.exists():
         raise InputError(f"drop folder {drop} does not exist", "pass --drop with the build's output")
     if not drop.is_dir():
         raise InputError(f"drop {drop} is not a folder", "pass --drop with the folder to attest")
-    found: list[tuple[str, Path]] = []
-    _walk(os.path.realpath(drop), drop, "", found)
+    found: list[str] = []
+    _walk(os.path.realpath(drop), str(drop), "", found)
     if not found:
         raise InputError(
             f"drop folder {drop} has no files outside {MANIFEST_DIR}/",
@@ -68,10 +72,10 @@ def select_files(drop: Path, patterns: Sequence[str] = ()) -> list[tuple[str, Pa
         )
     if not patterns:
         return sorted(found)
-    selected: list[tuple[str, Path]] = []
+    selected: list[str] = []
     for pattern in patterns:
         regex = glob_regex(pattern)
-        matched = [item for item in found if regex.match(item[0])]
+        matched = [name for name in found if regex.match(name)]
         if not matched:
             raise InputError(
                 f"no file in {drop} matches --subject {pattern!r}",
@@ -81,7 +85,7 @@ def select_files(drop: Path, patterns: Sequence[str] = ()) -> list[tuple[str, Pa
     return sorted(set(selected))
 
 
-def _walk(drop_real: str, folder: Path, prefix: str, found: list[tuple[str, Path]]) -> None:
+def _walk(drop_real: str, folder: str, prefix: str, found: list[str]) -> None:
     try:
         entries = sorted(os.scandir(folder), key=lambda e: e.name)
     except OSError as exc:
@@ -91,9 +95,8 @@ def _walk(drop_real: str, folder: Path, prefix: str, found: list[tuple[str, Path
     for entry in entries:
         name = f"{prefix}{entry.name}"
         _check_utf8(name)
-        path = Path(entry.path)
         if entry.is_symlink():
-            target = os.path.realpath(path)
+            target = os.path.realpath(entry.path)
             if os.path.commonpath([drop_real, target]) != drop_real:
                 raise InputError(
                     f"{name} is a symbolic link to {target}, outside the drop",
@@ -106,12 +109,12 @@ def _walk(drop_real: str, folder: Path, prefix: str, found: list[tuple[str, Path
                     f"{name} is a broken link or links to something that is not a regular file",
                     "remove it from the drop",
                 )
-            found.append((name, path))
+            found.append(name)
         elif entry.is_dir(follow_symlinks=False):
             if not (prefix == "" and entry.name == MANIFEST_DIR):
-                _walk(drop_real, path, f"{name}/", found)
+                _walk(drop_real, entry.path, f"{name}/", found)
         elif entry.is_file(follow_symlinks=False):
-            found.append((name, path))
+            found.append(name)
         else:
             raise InputError(
                 f"{name} is not a regular file (a FIFO, socket or device)",
@@ -164,73 +167,96 @@ def glob_regex(pattern: str) -> re.Pattern[str]:
 
 
 def hash_files(
-    files: Sequence[tuple[str, Path]],
+    drop: Path,
+    names: Sequence[str],
     *,
     workers: int | None = None,
     on_progress: ProgressCallback | None = None,
 ) -> list[Subject]:
-    """Hash (name, path) pairs on every core; the result is sorted by name."""
-    sizes = [_size(name, path) for name, path in files]
-    total = sum(sizes)
-    workers = workers or os.cpu_count() or 1
-    done_files = done_bytes = 0
+    """Hash the named files of `drop` on every core; the result is sorted by name.
+
+    Files go out in batches, largest first, so that a huge file starts early instead of finishing
+    last. On Linux the batches go to forked processes (per-file Python work then runs without a
+    shared GIL); elsewhere to threads (hashlib and reads release the GIL, process start is slow).
+    """
+    root = str(drop)
+    sized = sorted(((_size(root, name), name) for name in names), key=lambda item: -item[0])
+    total = sum(size for size, _ in sized)
+    workers = max(1, min(workers or os.cpu_count() or 1, len(sized)))
     subjects: list[Subject] = []
-    last_report = time.monotonic()
-    with ThreadPoolExecutor(max_workers=workers) as pool:
-        pending: set[Future[Subject]] = set()
-        queue = iter(files)
-        while True:
-            while len(pending) < workers * 4 and (item := next(queue, None)) is not None:
-                pending.add(pool.submit(_hash_one, *item))
-            if not pending:
-                break
-            finished, pending = wait(pending, return_when=FIRST_COMPLETED)
+    with _executor(workers, len(sized)) as pool:
+        pending = {pool.submit(_hash_batch, root, batch) for batch in _batches(sized)}
+        while pending:
+            finished, pending = wait(pending, timeout=2, return_when=FIRST_EXCEPTION)
             for future in finished:
-                subject = future.result()
-                subjects.append(subject)
-                done_files += 1
-                done_bytes += subject.size
-            if on_progress and time.monotonic() - last_report >= 2:
-                last_report = time.monotonic()
-                on_progress(Progress(done_files, len(files), done_bytes, total))
+                subjects.extend(Subject(name, digest, size) for name, digest, size in future.result())
+            if on_progress and pending:
+                on_progress(Progress(len(subjects), len(sized), sum(s.size for s in subjects), total))
     if on_progress:
-        on_progress(Progress(done_files, len(files), done_bytes, total))
+        on_progress(Progress(len(sized), len(sized), total, total))
     return sorted(subjects, key=lambda s: s.name)
 
 
-def _size(name: str, path: Path) -> int:
+def _executor(workers: int, files: int) -> Executor:
+    if sys.platform == "linux" and workers > 1 and files >= 2 * _BATCH_FILES:
+        return ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("fork"))
+    return ThreadPoolExecutor(workers)
+
+
+def _batches(sized: list[tuple[int, str]]) -> list[list[str]]:
+    batches: list[list[str]] = []
+    budget = 0
+    for size, name in sized:
+        if not batches or len(batches[-1]) >= _BATCH_FILES or budget + size > _BATCH_BYTES:
+            batches.append([])
+            budget = 0
+        batches[-1].append(name)
+        budget += size
+    return batches
+
+
+def _hash_batch(root: str, batch: list[str]) -> list[tuple[str, str, int]]:
+    return [(name, *sha256_file(os.path.join(root, name), name)) for name in batch]
+
+
+def _size(root: str, name: str) -> int:
     try:
-        return path.stat().st_size
+        return os.stat(os.path.join(root, name)).st_size
     except OSError as exc:
         raise InputError(f"cannot read {name}: {exc.strerror}", "check the drop") from exc
 
 
-def _hash_one(name: str, path: Path) -> Subject:
-    digest, size = sha256_file(path, name)
-    return Subject(name=name, sha256=digest, size=size)
+def sha256_file(path: str | Path, name: str = "") -> tuple[str, int]:
+    """Stream a file through SHA-256, 1 MiB at a time. Returns (hex digest, bytes read).
 
-
-def sha256_file(path: Path, name: str = "") -> tuple[str, int]:
-    """Stream a file through SHA-256 in 1 MiB chunks. Returns (hex digest, bytes read)."""
+    Raises InputError when the file cannot be read or is not a regular file (checked on the open
+    descriptor, so a file swapped for a FIFO cannot hang the step), and Error when it changed
+    while it was read.
+    """
     name = name or str(path)
-    buffer: bytearray | None = getattr(_buffers, "buffer", None)
-    if buffer is None:
-        buffer = _buffers.buffer = bytearray(_CHUNK)
-    view = memoryview(buffer)
     hasher = hashlib.sha256()
     size = 0
     try:
-        with open(path, "rb", buffering=0) as stream:
-            before = os.fstat(stream.fileno())
-            while count := stream.readinto(buffer):
-                hasher.update(view[:count])
-                size += count
-            after = os.fstat(stream.fileno())
+        descriptor = os.open(path, _OPEN_FLAGS)
     except OSError as exc:
         raise InputError(
             f"cannot read {name}: {exc.strerror}",
             "make the file readable by the agent's user, or leave it out with --subject",
         ) from exc
+    try:
+        before = os.fstat(descriptor)
+        if not stat.S_ISREG(before.st_mode):
+            raise InputError(
+                f"{name} is not a regular file (a FIFO, socket or device)", "remove it from the drop"
+            )
+        while chunk := os.read(descriptor, _CHUNK):
+            hasher.update(chunk)
+            size += len(chunk)
+        after = os.fstat(descriptor)
+    except OSError as exc:
+        raise InputError(f"cannot read {name}: {exc.strerror}", "check the drop's storage") from exc
+    finally:
+        os.close(descriptor)
     if size != after.st_size or before.st_mtime_ns != after.st_mtime_ns:
         raise Error(
             f"{name} changed while it was being hashed",
