@@ -100,6 +100,11 @@ def _parser() -> argparse.ArgumentParser:
         help="also record the SBOM's packages (purls) as resolved dependencies",
     )
     gen.add_argument(
+        "--allow-pull-request",
+        action="store_true",
+        help="attest a pull-request build (refused by default: its code is not reviewed)",
+    )
+    gen.add_argument(
         "--sources",
         type=Path,
         metavar="DIR",
@@ -187,6 +192,7 @@ def _generate(args: argparse.Namespace) -> int:
             sbom_check=args.sbom_check,
             sbom_packages=args.sbom_packages,
             sources=args.sources,
+            allow_pull_request=args.allow_pull_request,
         ),
         on_progress=_TerminalProgress(started),
     )

@@ -44,6 +44,7 @@ class GenerateOptions:
     builder_id: str = ""
     pipeline_file: str = ""
     confirm_with_server: bool = True
+    allow_pull_request: bool = False
     sbom: Path | None = None
     sbom_check: str = "strict"
     sbom_packages: bool = False
@@ -150,6 +151,13 @@ def _bind_sboms(options: GenerateOptions, subjects: list[Subject]) -> tuple[list
 def _context(options: GenerateOptions) -> RunContext:
     """The claimed context, confirmed by the server inside a pipeline unless opted out."""
     context = RunContext.from_environment(options.environment)
+    if context.reason.lower() == "pullrequest" and not options.allow_pull_request:
+        raise InputError(
+            f"this is a pull-request build ({context.source_branch}): its code is not reviewed yet, and "
+            "provenance signed for it could be mistaken for a release's",
+            "attest builds of protected branches, or pass --allow-pull-request (task input "
+            "allowPullRequest) to attest this one anyway",
+        )
     if context.in_pipeline and options.confirm_with_server:
         from slsa_provenance.azdo import confirm
 

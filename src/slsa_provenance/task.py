@@ -103,6 +103,7 @@ def _generate(inputs: Inputs) -> str:
                 sbom=Path(inputs.get("sbomFile")) if inputs.get("sbomFile") else None,
                 sbom_check=inputs.get("sbomCheck", "strict"),
                 sbom_packages=inputs.flag("sbomPackages", False),
+                allow_pull_request=inputs.flag("allowPullRequest", False),
                 environment=env,
             ),
             on_progress=_report_progress,

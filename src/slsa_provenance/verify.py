@@ -104,6 +104,7 @@ def verify_provenance(
     statement = _parse_statement(envelope.payload)
     _expect("(3) statement", "_type", statement.get("_type"), STATEMENT_TYPE)
     _expect("(3) statement", "predicateType", statement.get("predicateType"), PREDICATE_TYPE)
+    _check_unique_subjects(statement)
     _expect(
         "(4) buildType",
         "buildType",
@@ -152,6 +153,19 @@ def _check_source(statement: dict[str, Any], expected: Expectations) -> None:
         )
     if expected.source_ref is not None and not fnmatch.fnmatchcase(ref, expected.source_ref):
         raise VerificationError("(7) ref", f"workflow.ref: got {ref!r}, expected {expected.source_ref!r}")
+
+
+def _check_unique_subjects(statement: dict[str, Any]) -> None:
+    subjects = statement.get("subject")
+    if not isinstance(subjects, list) or not subjects:
+        raise VerificationError("(3) statement", "subject is missing or empty")
+    seen: set[str] = set()
+    for subject in subjects:
+        name = subject.get("name") if isinstance(subject, dict) else None
+        if isinstance(name, str) and name in seen:
+            raise VerificationError("(3) statement", f"subject {name!r} appears more than once")
+        if isinstance(name, str):
+            seen.add(name)
 
 
 def _check_sbom(statement: dict[str, Any], sha256: str) -> None:

@@ -157,6 +157,7 @@ def raw_to_der(signature: bytes, half: int) -> bytes:
 def translate_errors(reference: KeyReference) -> Iterator[None]:
     """Turn the SDK's exceptions into one sentence that names the key and the remedy."""
     from azure.core.exceptions import (
+        AzureError,
         ClientAuthenticationError,
         HttpResponseError,
         ResourceNotFoundError,
@@ -207,6 +208,11 @@ def translate_errors(reference: KeyReference) -> Iterator[None]:
         raise Error(
             f"cannot reach {reference.vault_url} for key {key}: {_reason(exc)}",
             "check the vault name, the agent's network access and proxy settings",
+        ) from exc
+    except (AzureError, ValueError) as exc:  # malformed answers: DecodeError, bad JWK fields
+        raise Error(
+            f"Key Vault gave an unusable answer for key {key}: {_reason(exc)}",
+            "try again later; a proxy may be rewriting the vault's responses",
         ) from exc
 
 
