@@ -1,11 +1,14 @@
 from __future__ import annotations
 
 import base64
+import contextlib
 import json
 import os
+import shutil
 import subprocess
 import sys
-from collections.abc import Mapping
+import tempfile
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 
 import pytest
@@ -68,6 +71,30 @@ def generate_cli(
 def statement_of(envelope_path: Path) -> dict[str, object]:
     """The Statement inside a written envelope."""
     return dict(json.loads(base64.b64decode(json.loads(envelope_path.read_text())["payload"])))
+
+
+@contextlib.contextmanager
+def unprivileged_folder() -> Iterator[Path]:
+    """A world-readable temporary folder, for runs as an unprivileged user (root reads everything)."""
+    if os.geteuid() == 0 and shutil.which("setpriv") is None:
+        pytest.skip("running as root without setpriv: permissions cannot be tested")
+    root = Path(tempfile.mkdtemp(prefix="slsa-unprivileged-"))
+    try:
+        root.chmod(0o755)
+        yield root
+    finally:
+        for folder, _, _ in os.walk(root):
+            os.chmod(folder, 0o755)
+        shutil.rmtree(root)
+
+
+def run_unprivileged(args: list[str]) -> subprocess.CompletedProcess[str]:
+    """The CLI as user 65534 when this runs as root, else as this user."""
+    command = [sys.executable, "-m", "slsa_provenance", *args]
+    if os.geteuid() == 0:
+        command = ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", *command]
+    env = {**PIPELINE_ENV, "PATH": os.environ["PATH"], "PYTHONPATH": str(REPO / "src")}
+    return subprocess.run(command, env=env, capture_output=True, text=True, timeout=60, check=False)
 
 
 def shared_ref(relative: str) -> Path:

@@ -8,14 +8,11 @@ import json
 import os
 import shutil
 import stat
-import subprocess
-import sys
-import tempfile
 from pathlib import Path
 
 import pytest
 
-from conftest import OUTPUT, PIPELINE_ENV, REPO, run_cli, statement_of
+from conftest import OUTPUT, PIPELINE_ENV, run_cli, run_unprivileged, statement_of, unprivileged_folder
 from conftest import generate_cli as generate
 
 pytestmark = pytest.mark.integration
@@ -276,10 +273,7 @@ def test_verify_bad_inputs(drop: Path, key_files: dict[str, tuple[Path, Path]], 
 
 
 def test_unreadable_file_in_the_drop(key_files: dict[str, tuple[Path, Path]]) -> None:
-    """Run as an unprivileged user, since root reads everything."""
-    root = Path(tempfile.mkdtemp(prefix="slsa-unreadable-"))
-    try:
-        root.chmod(0o755)
+    with unprivileged_folder() as root:
         drop = root / "drop"
         drop.mkdir()
         (drop / "ok.bin").write_bytes(b"ok")
@@ -288,26 +282,9 @@ def test_unreadable_file_in_the_drop(key_files: dict[str, tuple[Path, Path]]) ->
         key = root / "key.pem"
         shutil.copy(key_files["ecdsa-p256"][0], key)
         key.chmod(0o644)
-        command = [
-            sys.executable,
-            "-m",
-            "slsa_provenance",
-            "generate",
-            "--drop",
-            str(drop),
-            "--signer",
-            f"file:{key}",
-            "--pipeline-file",
-            "a.yml",
-        ]
-        if os.geteuid() == 0:
-            if shutil.which("setpriv") is None:
-                pytest.skip("running as root without setpriv: cannot make a file unreadable")
-            command = ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", *command]
-        env = {**PIPELINE_ENV, "PATH": os.environ["PATH"], "PYTHONPATH": str(REPO / "src")}
-        result = subprocess.run(command, env=env, capture_output=True, text=True, timeout=60, check=False)
+        result = run_unprivileged(
+            ["generate", "--drop", str(drop), "--signer", f"file:{key}", "--pipeline-file", "a.yml"]
+        )
         assert result.returncode == 2, result.stderr
         assert "error: cannot read secret.bin: Permission denied" in result.stderr
         assert not (drop / "_manifest").exists()
-    finally:
-        shutil.rmtree(root)

@@ -17,7 +17,15 @@ from pathlib import Path
 
 import pytest
 
-from conftest import OUTPUT, PIPELINE_ENV, REPO, generate_cli, run_cli, write_sbom
+from conftest import (
+    OUTPUT,
+    PIPELINE_ENV,
+    generate_cli,
+    run_cli,
+    run_unprivileged,
+    unprivileged_folder,
+    write_sbom,
+)
 from slsa_provenance.errors import Error, InputError
 from slsa_provenance.subjects import hash_files, select_files, sha256_file
 
@@ -96,63 +104,46 @@ def unix_socket(drop: Path) -> None:
     server.close()
 
 
-def huge(drop: Path, key: Path) -> list[str]:
-    with open(drop.parent / "huge.jsonl", "wb") as stream:
-        stream.truncate(300 << 20)  # sparse: costs no disk
-    return [
-        "verify",
-        "--provenance",
-        str(drop.parent / "huge.jsonl"),
-        "--key",
-        str(key.with_suffix(".pub")),
-        "--digest",
-        "sha256:" + "0" * 64,
-    ]
-
-
-def nested_statement(drop: Path, key: Path) -> list[str]:
-    from slsa_provenance import dsse
-    from slsa_provenance.signers.local import LocalSigner
-
-    statement = json.loads(json.dumps({"_type": "https://in-toto.io/Statement/v1"}))
-    body = (
-        b'{"_type":"https://in-toto.io/Statement/v1","predicateType":"https://slsa.dev/provenance/v1","predicate":'
-        + b"[" * 50_000
-        + b"]" * 50_000
-        + b"}"
-    )
-    del statement
-    envelope = dsse.sign(body, dsse.PAYLOAD_TYPE, LocalSigner.from_file(str(key)))
-    (drop.parent / "nested.jsonl").write_bytes(envelope.to_json())
-    return [
-        "verify",
-        "--provenance",
-        str(drop.parent / "nested.jsonl"),
-        "--key",
-        str(key.with_suffix(".pub")),
-        "--digest",
-        "sha256:" + "0" * 64,
-    ]
-
-
-def duplicate_subjects(drop: Path, key: Path) -> list[str]:
-    from slsa_provenance import dsse
-    from slsa_provenance.signers.local import LocalSigner
-
-    provenance = signed(drop, key)
-    statement = json.loads(dsse.Envelope.from_json(provenance.read_bytes()).payload)
-    statement["subject"].append({"name": statement["subject"][0]["name"], "digest": {"sha256": "0" * 64}})
-    envelope = dsse.sign(json.dumps(statement).encode(), dsse.PAYLOAD_TYPE, LocalSigner.from_file(str(key)))
-    provenance.write_bytes(envelope.to_json())
+def verify_args(provenance: Path, key: Path, *what: str) -> list[str]:
     return [
         "verify",
         "--provenance",
         str(provenance),
         "--key",
         str(key.with_suffix(".pub")),
-        "--artifact",
-        str(drop / "README.txt"),
+        *(what or ("--digest", "sha256:" + "0" * 64)),
     ]
+
+
+def signed_payload(drop: Path, key: Path, body: bytes) -> Path:
+    """An envelope around `body`, signed with the trusted key: only the Statement checks can refuse it."""
+    from slsa_provenance import dsse
+    from slsa_provenance.signers.local import LocalSigner
+
+    path = drop.parent / "crafted.jsonl"
+    path.write_bytes(dsse.sign(body, dsse.PAYLOAD_TYPE, LocalSigner.from_file(str(key))).to_json())
+    return path
+
+
+def huge(drop: Path, key: Path) -> list[str]:
+    with open(drop.parent / "huge.jsonl", "wb") as stream:
+        stream.truncate(300 << 20)  # sparse: costs no disk
+    return verify_args(drop.parent / "huge.jsonl", key)
+
+
+def nested_statement(drop: Path, key: Path) -> list[str]:
+    prefix = b'{"_type":"https://in-toto.io/Statement/v1","predicateType":"https://slsa.dev/provenance/v1","predicate":'
+    return verify_args(signed_payload(drop, key, prefix + b"[" * 50_000 + b"]" * 50_000 + b"}"), key)
+
+
+def duplicate_subjects(drop: Path, key: Path) -> list[str]:
+    from slsa_provenance import dsse
+
+    statement = json.loads(dsse.Envelope.from_json(signed(drop, key).read_bytes()).payload)
+    statement["subject"].append({"name": statement["subject"][0]["name"], "digest": {"sha256": "0" * 64}})
+    return verify_args(
+        signed_payload(drop, key, json.dumps(statement).encode()), key, "--artifact", str(drop / "README.txt")
+    )
 
 
 CASES: dict[str, tuple[Setup, int, str]] = {
@@ -354,38 +345,19 @@ def test_the_matrix_is_large_enough() -> None:
 
 
 def test_an_unreadable_drop_folder() -> None:
-    if os.geteuid() == 0 and shutil.which("setpriv") is None:
-        pytest.skip("running as root without setpriv")
-    root = Path(__import__("tempfile").mkdtemp(prefix="slsa-unlisted-"))
-    try:
-        root.chmod(0o755)
+    with unprivileged_folder() as root:
         (root / "drop" / "secret").mkdir(parents=True)
         (root / "drop" / "secret" / "a.bin").write_bytes(b"a")
         (root / "drop" / "secret").chmod(0o000)
-        command = [
-            sys.executable,
-            "-m",
-            "slsa_provenance",
-            "generate",
-            "--drop",
-            str(root / "drop"),
-            "--signer",
-            "none",
-            "--pipeline-file",
-            "a",
-        ]
-        if os.geteuid() == 0:
-            command = ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", *command]
-        env = {**PIPELINE_ENV, "PATH": os.environ["PATH"], "PYTHONPATH": str(REPO / "src")}
-        result = subprocess.run(command, env=env, capture_output=True, text=True, timeout=60, check=False)
-        assert (
-            result.returncode == 2
-            and "cannot list folder" in result.stderr
-            and "Permission denied" in result.stderr
+        result = run_unprivileged(
+            ["generate", "--drop", str(root / "drop"), "--signer", "none", "--pipeline-file", "a"]
         )
-    finally:
         (root / "drop" / "secret").chmod(0o755)
-        shutil.rmtree(root)
+    assert (
+        result.returncode == 2
+        and "cannot list folder" in result.stderr
+        and "Permission denied" in result.stderr
+    )
 
 
 def test_a_file_that_changes_while_it_is_hashed(tmp_path: Path) -> None:
