@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: help demo test lint format pytest vsix bench clean
+.PHONY: help demo test lint format pytest vsix bench fuzz clean
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-8s %s\n", $$1, $$2}'
@@ -37,6 +37,9 @@ vsix: $(STAMP) node_modules/.installed  ## build dist/*.vsix (wheels for every a
 
 bench: $(STAMP) vsix  ## hashing, memory, start-up and verify against openssl and sha256sum; fails on a missed target
 	$(BIN)/python bench/bench.py
+
+fuzz: $(STAMP)  ## long property-based fuzzing of every parser (not in CI)
+	HYPOTHESIS_PROFILE=fuzz $(BIN)/pytest -q tests/test_fuzz.py -p no:cacheprovider
 
 format: $(STAMP)  ## rewrite the code in the house format
 	$(BIN)/ruff format src tests packaging task bench

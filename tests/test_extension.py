@@ -319,3 +319,67 @@ def test_documented_pipelines_use_only_real_inputs() -> None:
                 if line.strip() and depth(line) == depth(lines[at]) + 2:
                     used.append(line.strip().split(":", 1)[0])
             assert used and set(used) <= names, f"{example.name}: {set(used) - names}"
+
+
+def test_no_secret_leaks_from_the_packaged_step(
+    extension: Path, drop: Path, tmp_path: Path, azure: AzureStack
+) -> None:
+    """The whole flow (WIF, Key Vault, server confirmation) with known secrets in the environment: none
+    may appear in stdout or stderr except in task.setsecret, nor in any written file, nor in any argv."""
+    if shutil.which("strace") is None:
+        pytest.skip("strace is needed to read every child's argv (.ci/run installs it)")
+    from conftest import CONNECTION_ID
+
+    unrelated = {
+        "SECRET_SYSTEM_ACCESSTOKEN": azure.env["ENDPOINT_AUTH_PARAMETER_SYSTEMVSSCONNECTION_ACCESSTOKEN"],
+        f"ENDPOINT_AUTH_PARAMETER_{CONNECTION_ID.upper()}_SERVICEPRINCIPALKEY": "sp-client-secret-never-used-4711",
+        "SLSA_KEY_PASSWORD": "local-key-password-never-used-0815",
+    }
+    env = {
+        **step_env(
+            tmp_path,
+            drop,
+            command="generate",
+            signingMethod="keyVault",
+            keyVaultKey=f"https://127.0.0.1:{azure.vault.port}/keys/p256",
+        ),
+        **{
+            k: v
+            for k, v in azure.env.items()
+            if k.startswith(("ENDPOINT_", "INPUT_", "SYSTEM_", "BUILD_", "REQUESTS_", "NO_PROXY", "SLSA_"))
+        },
+        **unrelated,
+    }
+    trace = tmp_path / "execve.log"
+    result = run_step(
+        extension,
+        env,
+        offline=False,
+        wrap=["strace", "-f", "-qq", "-e", "trace=execve", "-s", "65536", "-o", str(trace)],
+    )
+    assert completion(result.stdout).startswith("##vso[task.complete result=Succeeded]"), (
+        result.stdout + result.stderr
+    )
+    obtained = [*azure.entra.issued, *azure.entra.valid_assertions]
+    secrets = [*unrelated.values(), *obtained]
+    assert len(obtained) >= 2
+    masked = {
+        line.removeprefix("##vso[task.setsecret]")
+        for line in result.stdout.splitlines()
+        if line.startswith("##vso[task.setsecret]")
+    }
+    assert (
+        set(obtained) | {unrelated["SECRET_SYSTEM_ACCESSTOKEN"]} <= masked
+    )  # every token is masked before use
+    outside = [
+        line
+        for line in (result.stdout + result.stderr).splitlines()
+        if not line.startswith("##vso[task.setsecret]")
+    ]
+    written = [p for p in tmp_path.rglob("*") if p.is_file() and p != trace]
+    argv = trace.read_text()
+    assert "execve(" in argv and "launch.py" in argv
+    for secret in secrets:
+        assert not [line for line in outside if secret in line], secret
+        assert not [p for p in written if secret.encode() in p.read_bytes()], secret
+        assert secret not in argv, secret
