@@ -272,6 +272,7 @@ class AzureDevOps(HttpsServer):
             self._rest,
         )
         self.route("GET", r"/contoso/_apis/git/repositories/[^/]+", self._rest)
+        self.route("GET", r"/contoso/[^/]+/_apis/build/builds", self._rest)
 
     @property
     def collection(self) -> str:
@@ -299,6 +300,8 @@ class AzureDevOps(HttpsServer):
         if not self._authorized(request):
             return json_response({"message": "TF400813: The user is not authorized"}, 401)
         key = re.sub(r"^/contoso/([^/]+/)?_apis/", "", request.path).lower()
+        if key == "build/builds":  # Builds - List, by definition and run name
+            key += f"?definitions={request.query.get('definitions')}&buildNumber={request.query.get('buildNumber')}"
         if key not in self.bodies:
             return json_response({"message": f"{key} not found"}, 404)
         return json_response(self.bodies[key])

@@ -11,7 +11,7 @@ import pytest
 from conftest import AzureStack, build_body, run_body, shared_ref
 from fakes import Fault, json_response
 from slsa_provenance.azdo import confirm
-from slsa_provenance.context import CheckedOutRepository, RunContext
+from slsa_provenance.context import CheckedOutRepository, ProducingRun, RunContext
 from slsa_provenance.errors import Error
 from slsa_provenance.provenance import Subject, build_statement
 
@@ -232,4 +232,34 @@ def test_every_other_checked_out_repository_is_recorded(azure: AzureStack) -> No
 def test_a_self_repository_at_another_commit_is_caught(azure: AzureStack) -> None:
     azure.ado.bodies["pipelines/12/runs/836"]["resources"]["repositories"]["self"]["version"] = "3" * 40  # type: ignore[index]
     with pytest.raises(Error, match="self repository: got .* from BUILD_SOURCEVERSION, expected '3333"):
+        confirm(claimed(), os.environ)
+
+
+def test_pipeline_resources_are_resolved_to_their_runs(azure: AzureStack) -> None:
+    project = azure.env["SYSTEM_TEAMPROJECTID"]
+    azure.ado.bodies["pipelines/12/runs/836"]["resources"]["pipelines"] = {  # type: ignore[index]
+        "upstream": {
+            "pipeline": {
+                "id": 7,
+                "name": "sdk-ci",
+                "url": f"{azure.ado.collection}{project}/_apis/pipelines/7?revision=2",
+            },
+            "version": "20261122.3",
+        }
+    }
+    azure.ado.bodies["build/builds?definitions=7&buildNumber=20261122.3"] = {
+        "count": 1,
+        "value": [{"id": 791, "buildNumber": "20261122.3", "sourceVersion": "4" * 40}],
+    }
+    confirmed = confirm(claimed(), os.environ)
+    url = f"{azure.ado.collection}{project}/_build/results?buildId=791"
+    assert confirmed.pipelines == (ProducingRun("upstream", url, "4" * 40),)
+    statement = build_statement(replace(confirmed, pipeline_file="ci.yml"), [Subject("a", "a" * 64)])
+    assert statement["predicate"]["buildDefinition"]["resolvedDependencies"][-1] == {
+        "uri": url,
+        "name": "pipeline:upstream",
+        "digest": {"gitCommit": "4" * 40},
+    }
+    azure.ado.bodies["build/builds?definitions=7&buildNumber=20261122.3"] = {"count": 0, "value": []}
+    with pytest.raises(Error, match="names run 20261122.3 of pipeline 7, and Azure DevOps finds 0 such runs"):
         confirm(claimed(), os.environ)

@@ -20,7 +20,7 @@ from dataclasses import replace
 from typing import Any
 from urllib.parse import quote, urlsplit, urlunsplit
 
-from slsa_provenance.context import CheckedOutRepository, RunContext
+from slsa_provenance.context import CheckedOutRepository, ProducingRun, RunContext
 from slsa_provenance.errors import Error
 from slsa_provenance.signers.credentials import collection_url, system_access_token
 from slsa_provenance.transport import client_options
@@ -156,11 +156,13 @@ def confirm(claimed: RunContext, env: Mapping[str, str]) -> RunContext:
     process = definition.get("process") or {}
     started = str(build.get("startTime") or "")
     repositories: tuple[CheckedOutRepository, ...] = ()
+    pipelines: tuple[ProducingRun, ...] = ()
     if process.get("type") == 2:
         run = server.get(
             f"{project}/_apis/pipelines/{definition_id}/runs/{claimed.build_id}", f"run {claimed.build_id}"
         )
         repositories = _other_repositories(server, run, claimed)
+        pipelines = _producing_runs(server, run, project)
     return replace(
         claimed,
         collection_uri=server.collection,
@@ -172,6 +174,7 @@ def confirm(claimed: RunContext, env: Mapping[str, str]) -> RunContext:
         started_on=started if _TIMESTAMP.match(started) else "",
         server_confirmed=True,
         repositories=repositories,
+        pipelines=pipelines,
     )
 
 
@@ -199,6 +202,36 @@ def _other_repositories(
             )
         )
     return tuple(found)
+
+
+def _producing_runs(server: AzureDevOps, run: Mapping[str, Any], project: str) -> tuple[ProducingRun, ...]:
+    """`resources.pipelines` of Runs - Get, each resolved by Builds - List to its build id and commit."""
+    found = []
+    for alias, resource in sorted(((run.get("resources") or {}).get("pipelines") or {}).items()):
+        pipeline = _at(resource, "pipeline")
+        definition, number = str(_at(pipeline, "id")), str(_at(resource, "version"))
+        where = _project_of(str(pipeline.get("url") or "")) or project
+        builds = server.get(
+            f"{where}/_apis/build/builds?definitions={definition}&buildNumber={quote(number, safe='')}",
+            f"the run {number} of pipeline resource {alias}",
+        )
+        matches = [b for b in builds.get("value") or [] if isinstance(b, dict)]
+        if len(matches) != 1:
+            raise Error(
+                f"pipeline resource {alias} names run {number} of pipeline {definition}, and Azure DevOps "
+                f"finds {len(matches)} such runs",
+                "pin the resource to one run (a unique run name) or check the pipeline permissions",
+            )
+        build_id = str(_at(matches[0], "id"))
+        url = f"{server.collection.rstrip('/')}/{where}/_build/results?buildId={build_id}"
+        found.append(ProducingRun(alias=alias, url=url, commit=str(_at(matches[0], "sourceVersion")).lower()))
+    return tuple(found)
+
+
+def _project_of(url: str) -> str:
+    """The project segment of a REST URL such as {collection}{project}/_apis/pipelines/1."""
+    parts = urlsplit(url).path.split("/_apis/")[0].rstrip("/").split("/")
+    return parts[-1] if len(parts) > 2 else ""
 
 
 def _repository_url(server: AzureDevOps, repository: Mapping[str, Any]) -> str:

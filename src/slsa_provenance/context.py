@@ -58,6 +58,15 @@ class CheckedOutRepository:
 
 
 @dataclass(frozen=True)
+class ProducingRun:
+    """A pipeline resource of the run: the run that produced what this one consumes."""
+
+    alias: str
+    url: str
+    commit: str
+
+
+@dataclass(frozen=True)
 class RunContext:
     collection_uri: str
     project: str
@@ -89,6 +98,8 @@ class RunContext:
     server_confirmed: bool = False
     repositories: tuple[CheckedOutRepository, ...] = ()
     """Every other repository the server says the run checked out."""
+    pipelines: tuple[ProducingRun, ...] = ()
+    """Every pipeline resource, resolved to its run."""
 
     @classmethod
     def from_environment(cls, env: Mapping[str, str]) -> RunContext:

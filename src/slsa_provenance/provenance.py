@@ -115,10 +115,15 @@ def build_statement(
 
 
 def _repositories(context: RunContext) -> list[ResourceDescriptor]:
-    return [
+    repositories = [
         ResourceDescriptor(uri=f"git+{r.url}@{r.ref}", name=r.alias, digest={"gitCommit": r.commit})
         for r in sorted(context.repositories, key=lambda r: r.alias)
     ]
+    runs = [
+        ResourceDescriptor(uri=p.url, name=f"pipeline:{p.alias}", digest={"gitCommit": p.commit})
+        for p in sorted(context.pipelines, key=lambda p: p.alias)
+    ]
+    return repositories + runs
 
 
 def _internal_parameters(context: RunContext) -> dict[str, Any]:
