@@ -288,3 +288,28 @@ def test_unreadable_file_in_the_drop(key_files: dict[str, tuple[Path, Path]]) ->
         assert result.returncode == 2, result.stderr
         assert "error: cannot read secret.bin: Permission denied" in result.stderr
         assert not (drop / "_manifest").exists()
+
+
+def test_the_azure_sdks_stay_off_the_local_paths(drop: Path, key_files: dict[str, tuple[Path, Path]]) -> None:
+    """verify with a PEM key and generate with a local key never import the Azure SDKs (start-up time)."""
+    private, public = key_files["ecdsa-p256"]
+    env = {**PIPELINE_ENV, "PATH": os.environ["PATH"]}
+    for args in (
+        ["generate", "--drop", str(drop), "--signer", f"file:{private}", "--pipeline-file", "a.yml"],
+        ["verify", "--provenance", str(drop / OUTPUT), "--key", str(public), "--artifact", str(drop)],
+    ):
+        run = _subprocess.run(
+            [_sys.executable, "-X", "importtime", "-m", "slsa_provenance", *args],
+            env=env,
+            capture_output=True,
+            text=True,
+            check=False,
+        )
+        assert run.returncode == 0, run.stderr[-2000:]
+        imported = [
+            line.rsplit("|", 1)[-1].strip()
+            for line in run.stderr.splitlines()
+            if line.startswith("import time:")
+        ]
+        assert "slsa_provenance.cli" in imported
+        assert not [m for m in imported if m.startswith(("azure", "msal", "requests"))], args[0]
