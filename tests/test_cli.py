@@ -298,8 +298,8 @@ def test_the_azure_sdks_stay_off_the_local_paths(drop: Path, key_files: dict[str
         ["generate", "--drop", str(drop), "--signer", f"file:{private}", "--pipeline-file", "a.yml"],
         ["verify", "--provenance", str(drop / OUTPUT), "--key", str(public), "--artifact", str(drop)],
     ):
-        run = _subprocess.run(
-            [_sys.executable, "-X", "importtime", "-m", "slsa_provenance", *args],
+        run = subprocess.run(
+            [sys.executable, "-X", "importtime", "-m", "slsa_provenance", *args],
             env=env,
             capture_output=True,
             text=True,
