@@ -234,14 +234,52 @@ class Entra(HttpsServer):
         self.tenant, self.client_id = tenant, client_id
         self.valid_assertions: set[str] = set()
         self.issued: list[str] = []
+        self.client_secret = ""
         self.route("POST", rf"/{tenant}/oauth2/v2.0/token", self._token)
+        self.route("GET", rf"/{tenant}/v2.0/.well-known/openid-configuration", self._openid)
+        self.identity_header = "identity-header-" + secrets.token_hex(8)
+        self.route("GET", r"/msi/token", self._managed_identity)
+
+    def _managed_identity(self, request: Request) -> Response:
+        """App Service's managed identity endpoint (IDENTITY_ENDPOINT, X-IDENTITY-HEADER)."""
+        if request.headers.get("x-identity-header") != self.identity_header or not request.query.get(
+            "resource"
+        ):
+            return json_response({"error": "invalid_request"}, 400)
+        token = "msi-" + secrets.token_urlsafe(24)
+        self.issued.append(token)
+        expires = str(int(time.time()) + 3600)
+        return json_response(
+            {
+                "access_token": token,
+                "expires_on": expires,
+                "resource": request.query["resource"],
+                "token_type": "Bearer",
+            }
+        )
+
+    def _openid(self, request: Request) -> Response:
+        base = f"{self.url}/{self.tenant}"
+        return json_response(
+            {
+                "token_endpoint": f"{base}/oauth2/v2.0/token",
+                "authorization_endpoint": f"{base}/oauth2/v2.0/authorize",
+                "issuer": f"{base}/v2.0",
+                "device_authorization_endpoint": f"{base}/oauth2/v2.0/devicecode",
+                "end_session_endpoint": f"{base}/oauth2/v2.0/logout",
+                "jwks_uri": f"{base}/discovery/v2.0/keys",
+                "response_types_supported": ["code"],
+                "subject_types_supported": ["pairwise"],
+                "id_token_signing_alg_values_supported": ["RS256"],
+                "tenant_region_scope": None,
+            }
+        )
 
     def _token(self, request: Request) -> Response:
         form = request.form()
-        if (
-            form.get("client_assertion") not in self.valid_assertions
-            or form.get("client_id") != self.client_id
-        ):
+        federated = form.get("client_assertion") in self.valid_assertions
+        secret = bool(self.client_secret) and form.get("client_secret") == self.client_secret
+        if not (federated or secret) or form.get("client_id") != self.client_id:
             return json_response(
                 {
                     "error": "invalid_client",

@@ -240,3 +240,31 @@ def test_check_real_vault() -> None:
         pytest.skip("set SLSA_REAL_KEY to a real Key Vault key to run this check")
     signer = from_uri(uri, {k: v for k, v in os.environ.items() if k != "INPUT_AZURESUBSCRIPTION"})
     dsse.verify(dsse.sign(b"{}", dsse.PAYLOAD_TYPE, signer), [signer.public_key()])
+
+
+def test_a_service_principal_with_a_secret_signs_and_warns(
+    azure: AzureStack, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from conftest import CONNECTION_ID
+
+    connection = CONNECTION_ID.upper()
+    azure.entra.client_secret = "sp-secret-" + "z" * 20
+    monkeypatch.setenv(f"ENDPOINT_AUTH_SCHEME_{connection}", "ServicePrincipal")
+    monkeypatch.setenv(f"ENDPOINT_AUTH_PARAMETER_{connection}_SERVICEPRINCIPALKEY", azure.entra.client_secret)
+    signer = from_uri(f"azurekms://127.0.0.1:{azure.vault.port}/p256", os.environ)
+    dsse.verify(dsse.sign(b"x", dsse.PAYLOAD_TYPE, signer), [signer.public_key()])
+    assert not [r for r in azure.ado.requests if r.path.endswith("/oidctoken")]  # no federation here
+    captured = capsys.readouterr()
+    assert "workload identity federation needs no secret and is safer" in captured.err
+    assert f"##vso[task.setsecret]{azure.entra.issued[0]}" in captured.out
+
+
+def test_a_managed_identity_signs(azure: AzureStack, monkeypatch: pytest.MonkeyPatch) -> None:
+    from conftest import CONNECTION_ID
+
+    monkeypatch.setenv(f"ENDPOINT_AUTH_SCHEME_{CONNECTION_ID.upper()}", "ManagedServiceIdentity")
+    monkeypatch.setenv("IDENTITY_ENDPOINT", f"{azure.entra.url}/msi/token")
+    monkeypatch.setenv("IDENTITY_HEADER", azure.entra.identity_header)
+    signer = from_uri(f"azurekms://127.0.0.1:{azure.vault.port}/p384", os.environ)
+    dsse.verify(dsse.sign(b"x", dsse.PAYLOAD_TYPE, signer), [signer.public_key()])
+    assert [r.path for r in azure.entra.requests] == ["/msi/token"]

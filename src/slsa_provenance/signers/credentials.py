@@ -48,7 +48,10 @@ def from_service_connection(env: Mapping[str, str]) -> Any:
             "federation needs no secret and is safer",
             file=sys.stderr,
         )
-        return _service_principal(endpoint, tenant, options)
+        # The connection names its cloud's authority: no need to look it up in the public cloud.
+        return _service_principal(
+            endpoint, tenant, {**options, "disable_instance_discovery": bool(authority)}
+        )
     if scheme == "managedserviceidentity":
         from azure.identity import ManagedIdentityCredential
 
