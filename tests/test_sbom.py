@@ -151,6 +151,13 @@ def test_malformed_sboms(tmp_path: Path, body: bytes, message: str) -> None:
         load_sbom(tmp_path / "s.json", "s.json")
 
 
+def test_malformed_lists_are_read_as_empty(tmp_path: Path) -> None:
+    """Found by `make fuzz`: `"files": true` once escaped as a TypeError."""
+    (tmp_path / "s.json").write_bytes(b'{"spdxVersion":"","files":true,"packages":{"a":1}}')
+    sbom = load_sbom(tmp_path / "s.json", "s.json")
+    assert sbom.files == {} and sbom.packages == ()
+
+
 def test_a_sidecar_that_is_not_a_digest(drop: Path) -> None:
     (drop / "_manifest/spdx_2.2/manifest.spdx.json.sha256").write_text("hello")
     with pytest.raises(InputError, match="does not hold a SHA-256 digest"):

@@ -153,7 +153,7 @@ def confirm(claimed: RunContext, env: Mapping[str, str]) -> RunContext:
             + ")",
             "an earlier step may have overwritten these variables; find and remove it",
         )
-    process = definition.get("process") or {}
+    process = _object(definition.get("process"))
     started = str(build.get("startTime") or "")
     repositories: tuple[CheckedOutRepository, ...] = ()
     pipelines: tuple[ProducingRun, ...] = ()
@@ -182,9 +182,9 @@ def _other_repositories(
     server: AzureDevOps, run: Mapping[str, Any], claimed: RunContext
 ) -> tuple[CheckedOutRepository, ...]:
     """`resources.repositories` of Runs - Get, but `self`, whose commit must be the build's."""
-    resources = run.get("resources") or {}
+    resources = _object(run.get("resources"))
     found = []
-    for alias, resource in sorted((resources.get("repositories") or {}).items()):
+    for alias, resource in sorted(_object(resources.get("repositories")).items()):
         version = str(_at(resource, "version")).lower()
         ref = str(resource.get("refName") or "")
         if alias == "self":
@@ -207,7 +207,7 @@ def _other_repositories(
 def _producing_runs(server: AzureDevOps, run: Mapping[str, Any], project: str) -> tuple[ProducingRun, ...]:
     """`resources.pipelines` of Runs - Get, each resolved by Builds - List to its build id and commit."""
     found = []
-    for alias, resource in sorted(((run.get("resources") or {}).get("pipelines") or {}).items()):
+    for alias, resource in sorted(_object(_object(run.get("resources")).get("pipelines")).items()):
         pipeline = _at(resource, "pipeline")
         definition, number = str(_at(pipeline, "id")), str(_at(resource, "version"))
         where = _project_of(str(pipeline.get("url") or "")) or project
@@ -215,7 +215,8 @@ def _producing_runs(server: AzureDevOps, run: Mapping[str, Any], project: str) -
             f"{where}/_apis/build/builds?definitions={definition}&buildNumber={quote(number, safe='')}",
             f"the run {number} of pipeline resource {alias}",
         )
-        matches = [b for b in builds.get("value") or [] if isinstance(b, dict)]
+        value = builds.get("value")
+        matches = [b for b in value if isinstance(b, dict)] if isinstance(value, list) else []
         if len(matches) != 1:
             raise Error(
                 f"pipeline resource {alias} names run {number} of pipeline {definition}, and Azure DevOps "
@@ -247,6 +248,11 @@ def _repository_url(server: AzureDevOps, repository: Mapping[str, Any]) -> str:
     raise Error(
         f"Runs - Get names a {kind or 'typeless'} repository without a URL", "report this with the run's id"
     )
+
+
+def _object(value: object) -> dict[str, Any]:
+    """A JSON object of the server's answer, or an empty one when the field is absent or malformed."""
+    return value if isinstance(value, dict) else {}
 
 
 def _at(body: Mapping[str, Any], *path: str) -> Any:

@@ -112,16 +112,16 @@ def _spdx_files(document: Any, name: str) -> dict[str, str]:
         for entry in entries:
             hashes = {
                 str(h.get("algorithm", "")).lower(): h.get("hashValue")
-                for h in entry.get("verifiedUsing") or []
+                for h in _list(entry.get("verifiedUsing"))
                 if isinstance(h, dict)
             }
             _add(files, entry.get("name"), hashes.get("sha256"), name)
     elif isinstance(document.get("spdxVersion"), str):
-        for entry in document.get("files") or []:
+        for entry in _list(document.get("files")):
             if isinstance(entry, dict):
                 hashes = {
                     str(c.get("algorithm", "")).lower(): c.get("checksumValue")
-                    for c in entry.get("checksums") or []
+                    for c in _list(entry.get("checksums"))
                     if isinstance(c, dict)
                 }
                 _add(files, entry.get("fileName"), hashes.get("sha256"), name)
@@ -144,7 +144,7 @@ def _spdx_packages(document: dict[str, Any]) -> tuple[ResourceDescriptor, ...]:
             and str(e.get("externalIdentifierType")).lower() in ("purl", "packageurl")
         }
         for package in (e for e in graph if e.get("type") == "software_Package"):
-            for ref in package.get("externalIdentifier") or []:
+            for ref in _list(package.get("externalIdentifier")):
                 purl = purls.get(ref) if isinstance(ref, str) else None
                 if isinstance(purl, str):
                     found.append(
@@ -153,8 +153,8 @@ def _spdx_packages(document: dict[str, Any]) -> tuple[ResourceDescriptor, ...]:
                         )
                     )
     else:
-        for package in (p for p in document.get("packages") or [] if isinstance(p, dict)):
-            for ref in package.get("externalRefs") or []:
+        for package in (p for p in _list(document.get("packages")) if isinstance(p, dict)):
+            for ref in _list(package.get("externalRefs")):
                 if (
                     isinstance(ref, dict)
                     and ref.get("referenceType") == "purl"
@@ -179,6 +179,11 @@ def _digests(entries: object, value_key: str) -> dict[str, str]:
             if re.fullmatch(r"[0-9a-f]+", value) and algorithm:
                 digests[algorithm] = value
     return digests
+
+
+def _list(value: object) -> list[Any]:
+    """A JSON array, or nothing: SBOMs are untrusted input."""
+    return value if isinstance(value, list) else []
 
 
 def _add(files: dict[str, str], file_name: object, sha256: object, name: str) -> None:
