@@ -249,9 +249,13 @@ def sha256_file(path: str | Path, name: str = "") -> tuple[str, int]:
             raise InputError(
                 f"{name} is not a regular file (a FIFO, socket or device)", "remove it from the drop"
             )
-        while chunk := os.read(descriptor, _CHUNK):
+        wanted = min(_CHUNK, before.st_size + 1)  # a small file in one read, its EOF seen by a short read
+        while chunk := os.read(descriptor, wanted):
             hasher.update(chunk)
             size += len(chunk)
+            if len(chunk) < wanted:
+                break
+            wanted = _CHUNK
         after = os.fstat(descriptor)
     except OSError as exc:
         raise InputError(f"cannot read {name}: {exc.strerror}", "check the drop's storage") from exc
