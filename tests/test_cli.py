@@ -199,7 +199,9 @@ def test_missing_variables_are_named(drop: Path, key_files: dict[str, tuple[Path
     [
         (b"not a key", "is not a usable PEM private key"),
         (
-            b"-----BEGIN PRIVATE KEY-----\nAAAA\n-----END PRIVATE KEY-----\n",
+            b"-----BEGIN "
+            + b"PRIVATE KEY-----\nAAAA\n-----END "
+            + b"PRIVATE KEY-----\n",  # garbage, not a key
             "is not a usable PEM private key",
         ),
         (None, "cannot read signing key"),
