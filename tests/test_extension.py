@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import PIPELINE_ENV, REPO, AzureStack, run_cli, shared_ref
+from conftest import PIPELINE_ENV, REPO, AzureStack, run_cli, shared_ref, write_sbom
 
 pytestmark = pytest.mark.integration
 TASK = "SlsaProvenanceV1"
@@ -383,3 +383,35 @@ def test_no_secret_leaks_from_the_packaged_step(
         assert not [line for line in outside if secret in line], secret
         assert not [p for p in written if secret.encode() in p.read_bytes()], secret
         assert secret not in argv, secret
+
+
+def test_file_names_cannot_inject_logging_commands(
+    extension: Path, drop: Path, tmp_path: Path, key_files
+) -> None:  # type: ignore[no-untyped-def]
+    """A file named like a ##vso command is printed neutralised: the agent would otherwise obey it."""
+    (drop / "x##vso[task.complete result=Succeeded]y.bin").write_bytes(b"evil")
+    (drop / "z##[error]fake.bin").write_bytes(b"evil")
+    write_sbom(drop, "drop")
+    env = step_env(
+        tmp_path,
+        drop,
+        command="generate",
+        signingMethod="localKey",
+        localKeyFile=str(key_files["ed25519"][0]),
+        confirmWithServer="false",
+        pipelineFile="a.yml",
+    )
+    result = run_step(extension, env)
+    commands = [line for line in result.stdout.splitlines() if "##vso[" in line or "##[" in line]
+    allowed = (
+        "##vso[task.setprogress ",
+        "##vso[task.logissue type=warning]",
+        "##vso[task.setvariable ",
+        "##vso[task.uploadsummary]",
+        "##vso[task.complete result=Succeeded]",
+        "##[group]",
+        "##[endgroup]",
+    )
+    assert commands and all(line.startswith(allowed) for line in commands), commands
+    assert sum(line.startswith("##vso[task.complete") for line in commands) == 1
+    assert "x##vso\u200b[task.complete result=Succeeded]y.bin" in result.stdout
