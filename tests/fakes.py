@@ -138,6 +138,11 @@ class Fault:
     seconds: float = 0.0
 
 
+class _QuietServer(ThreadingHTTPServer):
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        pass  # injected resets and clients that time out end requests abruptly, by design
+
+
 @dataclass
 class HttpsServer:
     ca: CertificateAuthority
@@ -187,7 +192,7 @@ class HttpsServer:
 
             do_GET = do_POST = _serve  # noqa: N815
 
-        self._httpd = ThreadingHTTPServer(("127.0.0.1", 0), _Handler)
+        self._httpd = _QuietServer(("127.0.0.1", 0), _Handler)
         self._httpd.daemon_threads = True
         self._httpd.socket = self.ca.server_context().wrap_socket(self._httpd.socket, server_side=True)
         threading.Thread(target=self._httpd.serve_forever, args=(0.05,), daemon=True).start()

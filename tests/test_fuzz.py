@@ -151,3 +151,15 @@ def test_base64_forms_round_trip(data: bytes) -> None:
     for encoded in (base64.b64encode(data).decode(), base64.urlsafe_b64encode(data).decode().rstrip("=")):
         if encoded:
             assert dsse.b64decode(encoded, "payload") == data
+
+
+@given(st.integers(min_value=1, max_value=200), st.booleans())
+def test_nesting_is_refused_before_it_reaches_the_interpreter(depth: int, objects: bool) -> None:
+    from slsa_provenance import untrusted
+
+    text = '{"a":' * depth + "1" + "}" * depth if objects else "[" * depth + "]" * depth
+    if depth <= untrusted.MAX_DEPTH:
+        assert untrusted.loads(text) is not None
+    else:
+        with pytest.raises(ValueError, match="nested deeper than 64 levels"):
+            untrusted.loads(text)

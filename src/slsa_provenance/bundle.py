@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
+from slsa_provenance import untrusted
 from slsa_provenance.dsse import Envelope
 from slsa_provenance.errors import InputError
 
@@ -46,7 +47,7 @@ def envelope_json(document: bytes) -> bytes:
     Raises InputError for a bundle of another kind (a message signature, an unknown media type).
     """
     try:
-        value: Any = json.loads(document)
+        value: Any = untrusted.loads(document)
     except (ValueError, RecursionError):
         return document  # let the envelope parser name the problem
     if not isinstance(value, dict) or "dsseEnvelope" not in value and "mediaType" not in value:

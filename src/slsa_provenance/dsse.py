@@ -20,6 +20,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from slsa_provenance import untrusted
 from slsa_provenance.errors import InputError, VerificationError
 from slsa_provenance.keys import PublicKey, verify_signature
 
@@ -51,7 +52,7 @@ class Envelope:
     def from_json(cls, data: bytes | str) -> Envelope:
         """Parse an envelope. Raises InputError naming the first field that is wrong."""
         try:
-            raw = json.loads(data)
+            raw = untrusted.loads(data)
         except (ValueError, RecursionError) as exc:
             raise InputError("envelope is not JSON", "pass the .intoto.jsonl file") from exc
         if not isinstance(raw, dict):

@@ -12,13 +12,13 @@ sbom-tool before 1.1.7) must match it. Its file entries (SPDX 2.2 `files[]`, SPD
 from __future__ import annotations
 
 import hashlib
-import json
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from slsa_provenance import untrusted
 from slsa_provenance.errors import InputError
 from slsa_provenance.provenance import SPDX_MEDIA_TYPE, ResourceDescriptor, Subject
 
@@ -70,7 +70,7 @@ def load_sbom(path: Path, name: str, *, check_sidecar: bool = True) -> Sbom:
     if check_sidecar and sidecar.is_file():
         _check_sidecar(name, body, digest, _read_sidecar(sidecar))
     try:
-        document = json.loads(body.decode("utf-8-sig"))
+        document = untrusted.loads(body.decode("utf-8-sig"))
     except (ValueError, RecursionError) as exc:
         raise InputError(
             f"SBOM {name} is not JSON", "pass the manifest.spdx.json that sbom-tool wrote"

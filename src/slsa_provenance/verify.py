@@ -15,12 +15,11 @@ is the recorded byproduct. An expectation left as None is not checked; (1)-(4) a
 from __future__ import annotations
 
 import fnmatch
-import json
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from slsa_provenance import bundle, dsse
+from slsa_provenance import bundle, dsse, untrusted
 from slsa_provenance.errors import InputError, VerificationError
 from slsa_provenance.keys import PublicKey
 from slsa_provenance.provenance import BUILD_TYPE, PREDICATE_TYPE, SPDX_MEDIA_TYPE, STATEMENT_TYPE
@@ -214,7 +213,7 @@ def check_artifacts(statement: dict[str, Any], artifacts: Sequence[Artifact]) ->
 
 def _parse_statement(payload: bytes) -> dict[str, Any]:
     try:
-        statement = json.loads(payload)
+        statement = untrusted.loads(payload)
     except (ValueError, RecursionError) as exc:
         raise VerificationError("(3) statement", "the payload is not JSON") from exc
     if not isinstance(statement, dict):
