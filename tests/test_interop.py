@@ -16,7 +16,7 @@ from cryptography.hazmat.primitives.asymmetric.utils import decode_dss_signature
 
 from conftest import REPO, AzureStack
 from slsa_provenance import dsse
-from slsa_provenance.bundle import envelope_json, to_bundle
+from slsa_provenance.bundle import bundle_parts, envelope_json
 from slsa_provenance.errors import InputError, VerificationError
 from slsa_provenance.keys import PublicKey, public_key_pem
 from slsa_provenance.signers import Signer, from_uri
@@ -98,7 +98,7 @@ def sigstore_js(bundle: Path, key: Path, details: str) -> str:
 
 def write_bundle(tmp_path: Path, signer: Signer, envelope: dsse.Envelope) -> tuple[Path, Path]:
     bundle, key = tmp_path / "provenance.sigstore.json", tmp_path / "key.pem"
-    bundle.write_bytes(to_bundle(envelope))
+    bundle.write_bytes(b"".join(bundle_parts(envelope.to_json(), envelope.signatures[0].keyid)))
     key.write_bytes(public_key_pem(signer.public_key()))
     return bundle, key
 

@@ -1,7 +1,7 @@
 """PURE: the Sigstore bundle v0.3 form of a signed envelope, for Sigstore-aware verifiers.
 
-    >>> bundle = to_bundle(envelope)            # doctest: +SKIP
-    >>> from_document(bundle) == envelope
+    >>> bundle = b"".join(bundle_parts(envelope.to_json(), keyid))   # doctest: +SKIP
+    >>> Envelope.from_json(envelope_json(bundle)) == envelope
     True
 
 No transparency log and no timestamps: the bundle names the key by `verificationMaterial.publicKey.hint`,
@@ -14,17 +14,9 @@ import json
 from typing import Any
 
 from slsa_provenance import untrusted
-from slsa_provenance.dsse import Envelope
 from slsa_provenance.errors import InputError
 
 MEDIA_TYPE = "application/vnd.dev.sigstore.bundle.v0.3+json"
-
-
-def to_bundle(envelope: Envelope) -> bytes:
-    """One line of JSON. Raises InputError for an envelope without exactly one signature."""
-    if len(envelope.signatures) != 1:
-        raise InputError("a Sigstore bundle carries exactly one signature", "sign the envelope first")
-    return b"".join(bundle_parts(envelope.to_json(), envelope.signatures[0].keyid))
 
 
 def bundle_parts(envelope_json: bytes, keyid: str) -> tuple[bytes, bytes, bytes]:

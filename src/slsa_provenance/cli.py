@@ -19,6 +19,7 @@ from pathlib import Path
 
 from slsa_provenance import __version__
 from slsa_provenance.errors import Error, InputError
+from slsa_provenance.signers.local import KEY_TYPES
 from slsa_provenance.subjects import Progress
 
 
@@ -151,9 +152,7 @@ def _parser() -> argparse.ArgumentParser:
 
     key = commands.add_parser("keygen", help="create a local signing key pair")
     key.add_argument("--out", type=Path, required=True, metavar="DIR", help="folder for the key pair")
-    key.add_argument(
-        "--type", default="ecdsa-p256", choices=("ecdsa-p256", "ecdsa-p384", "rsa-3072", "ed25519")
-    )
+    key.add_argument("--type", default="ecdsa-p256", choices=KEY_TYPES)
     key.add_argument("--force", action="store_true", help="overwrite an existing key pair")
     key.set_defaults(run=_keygen)
     return parser
