@@ -74,7 +74,14 @@ else
   echo "gate failed with exit code $?: the tampered web-server cannot ship"
 fi
 
-say "7. Provenance signed by another key is refused too"
+say "7. Regenerating the provenance does not launder it: the SBOM disagrees with the drop"
+if run slsa-provenance generate --drop drop --signer file:keys/slsa-signing.key \
+    --pipeline-file azure-pipelines.yml --output-dir relabelled; then
+  echo "the tampered drop was attested: this must not happen" >&2
+  exit 1
+fi
+
+say "8. Provenance signed by another key is refused too"
 run slsa-provenance keygen --out other-keys
 if run slsa-provenance verify --provenance drop/_manifest/slsa_1.0/provenance.intoto.jsonl \
     --key other-keys/slsa-signing.pub --artifact drop/docs/README.txt; then
