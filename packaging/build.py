@@ -132,13 +132,13 @@ def stage_dependencies(task: Path) -> list[Package]:
             destination = lib / "common" if pure else lib / "bin" / wheel.name.removesuffix(".whl")
             if not pure:
                 folders.append(destination.name)
-            if not (destination.exists() and not pure) and wheel.name not in packages:
+            if wheel.name not in packages:  # each wheel file is unpacked once, whatever shares it
                 with zipfile.ZipFile(wheel) as archive:
                     archive.extractall(destination)
-            match = _WHEEL.match(wheel.name)
-            assert match, wheel.name
-            digest = hashlib.sha256(wheel.read_bytes()).hexdigest()
-            packages.setdefault(wheel.name, Package(_canonical(match["name"]), match["version"], digest))
+                match = _WHEEL.match(wheel.name)
+                assert match, wheel.name
+                digest = hashlib.sha256(wheel.read_bytes()).hexdigest()
+                packages[wheel.name] = Package(_canonical(match["name"]), match["version"], digest)
         index[f"{name}-cp{python.replace('.', '')}"] = sorted(folders)
     (lib / "index.json").write_text(json.dumps(index, indent=1, sort_keys=True) + "\n")
     shutil.copytree(

@@ -53,15 +53,7 @@ def envelope_variant(edit: Callable[[dict], dict | str]) -> Setup:  # type: igno
         provenance = signed(drop, key)
         value = edit(json.loads(provenance.read_text()))
         provenance.write_text(value if isinstance(value, str) else json.dumps(value))
-        return [
-            "verify",
-            "--provenance",
-            str(provenance),
-            "--key",
-            str(key.with_suffix(".pub")),
-            "--artifact",
-            str(drop / "README.txt"),
-        ]
+        return verify_args(provenance, key, "--artifact", str(drop / "README.txt"))
 
     return setup
 

@@ -273,9 +273,8 @@ def _first_line(exc: Exception) -> str:
 
 def _strip_userinfo(url: str) -> str:
     parts = urlsplit(url)
-    return urlunsplit(
-        parts._replace(netloc=parts.hostname or "" if not parts.port else f"{parts.hostname}:{parts.port}")
-    )
+    port = f":{parts.port}" if parts.port else ""
+    return urlunsplit(parts._replace(netloc=f"{parts.hostname or ''}{port}"))
 
 
 def _url(url: str) -> str:
