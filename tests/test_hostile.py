@@ -27,7 +27,8 @@ from conftest import (
     write_sbom,
 )
 from slsa_provenance.errors import Error, InputError
-from slsa_provenance.subjects import hash_files, select_files, sha256_file
+from slsa_provenance.hashing import Hashing, sha256_file
+from slsa_provenance.subjects import select_files
 
 pytestmark = pytest.mark.integration
 Setup = Callable[[Path, Path], list[str]]
@@ -379,7 +380,8 @@ def test_a_file_that_vanishes_after_listing(drop: Path) -> None:
     names = select_files(drop)
     (drop / "bin" / "app.dll").unlink()
     with pytest.raises(InputError, match="cannot read bin/app.dll: No such file or directory"):
-        hash_files(drop, names)
+        with Hashing(drop, names) as hashing:
+            hashing.result()
 
 
 def test_a_device_file_is_refused(drop: Path) -> None:

@@ -19,8 +19,8 @@ from pathlib import Path
 
 from slsa_provenance import __version__
 from slsa_provenance.errors import Error, InputError
+from slsa_provenance.hashing import Progress
 from slsa_provenance.signers.local import KEY_TYPES
-from slsa_provenance.subjects import Progress
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -239,8 +239,9 @@ def _bytes(size: int) -> str:
 
 def _verify(args: argparse.Namespace) -> int:
     from slsa_provenance.files import read_limited
+    from slsa_provenance.hashing import sha256_file
     from slsa_provenance.signers import trusted_key
-    from slsa_provenance.subjects import artifact_digests, sha256_file
+    from slsa_provenance.subjects import artifact_digests
     from slsa_provenance.verify import MAX_ENVELOPE, Expectations, run_checks
 
     artifacts = artifact_digests(args.artifact, args.digest)

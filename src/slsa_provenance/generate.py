@@ -5,8 +5,11 @@
     >>> result.envelope_path
     PosixPath('drop/_manifest/slsa_1.0/provenance.intoto.jsonl')
 
-Order: signer (so that a bad key is reported first), run context, subjects, SBOM, Statement,
-schema validation, signature, local verification of that signature, and only then one atomic write.
+Order: the drop is listed and its hashing starts on every core; meanwhile the signer is loaded,
+the run context confirmed by the server (their round trips overlap the hashing, and a bad key or a
+refused token stops it at once), the SBOMs read and the Statement's shape validated. Then the
+subjects, the SBOM cross-check, the signature, local verification of that signature, and only then
+one atomic write.
 """
 
 from __future__ import annotations
@@ -16,21 +19,24 @@ import os
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
+from typing import Any
 
 from slsa_provenance import dsse
 from slsa_provenance.bundle import bundle_parts
 from slsa_provenance.context import RunContext
 from slsa_provenance.errors import Error, InputError
 from slsa_provenance.files import write_files
+from slsa_provenance.hashing import ProgressCallback
 from slsa_provenance.provenance import ResourceDescriptor, Subject, build_statement, canonical_statement
 from slsa_provenance.sbom import MODES as SBOM_MODES
 from slsa_provenance.sbom import SBOM_REMEDY, Sbom, describe, find_sboms, mismatches
 from slsa_provenance.schema import validate_statement, validate_subjects
 from slsa_provenance.signers import UNSIGNED, from_uri
-from slsa_provenance.subjects import MANIFEST_DIR, ProgressCallback, collect
+from slsa_provenance.subjects import MANIFEST_DIR, start_hashing
 from slsa_provenance.submodules import submodules
 
 OUTPUT_FOLDER = f"{MANIFEST_DIR}/slsa_1.0"
+_STAND_IN = Subject("stand-in", "0" * 64)
 ENVELOPE_NAME = "provenance.intoto.jsonl"
 BUNDLE_NAME = "provenance.sigstore.json"
 
@@ -67,13 +73,21 @@ class GenerateResult:
 
 def generate(options: GenerateOptions, on_progress: ProgressCallback | None = None) -> GenerateResult:
     """Raises InputError for unusable input and Error when signing or writing fails."""
-    signer = (
-        None if options.signer_uri.strip() == UNSIGNED else from_uri(options.signer_uri, options.environment)
-    )
-    context = _context(options)
-    subjects = collect(options.drop, options.patterns, on_progress=on_progress)
-    sboms, warnings = _bind_sboms(options, subjects)
-    payload = _payload(options, context, subjects, sboms)
+    if options.sbom_check not in SBOM_MODES:
+        raise InputError(f"the SBOM check is {options.sbom_check!r}", f"use one of {', '.join(SBOM_MODES)}")
+    with start_hashing(options.drop, options.patterns) as hashing:
+        signer = (
+            None
+            if options.signer_uri.strip() == UNSIGNED
+            else from_uri(options.signer_uri, options.environment)
+        )
+        context = _context(options)
+        sboms = find_sboms(options.drop, options.sbom, check_sidecar=options.sbom_check != "off")
+        shape = _shape(options, context, sboms)
+        subjects = hashing.result(on_progress)
+    warnings = _check_sboms(options, sboms, subjects)
+    validate_subjects((s.name, s.sha256) for s in subjects)
+    payload = canonical_statement(shape, subjects)
     if signer is None:
         envelope = dsse.Envelope(payload=payload, payload_type=dsse.PAYLOAD_TYPE, signatures=())
         keyid = ""
@@ -107,15 +121,13 @@ def generate(options: GenerateOptions, on_progress: ProgressCallback | None = No
     )
 
 
-def _payload(
-    options: GenerateOptions, context: RunContext, subjects: list[Subject], sboms: list[Sbom]
-) -> bytes:
-    """The validated, canonical Statement. Its dict is built with one subject (the shape), the
-    subjects are serialised directly: a large drop would otherwise need a dict per file."""
+def _shape(options: GenerateOptions, context: RunContext, sboms: list[Sbom]) -> dict[str, Any]:
+    """The validated Statement with a stand-in subject; `canonical_statement` puts the drop's in.
+    It is built and validated while the files are hashed; the subjects are checked on their own."""
     packages = {p.uri + repr(sorted(p.digest.items())): p for s in sboms for p in s.packages}
     shape = build_statement(
         context,
-        subjects[:1],
+        [_STAND_IN],
         builder_id=options.builder_id,
         dependencies=[
             *_submodules(options, context),
@@ -124,8 +136,7 @@ def _payload(
         byproducts=[s.byproduct() for s in sboms],
     )
     validate_statement(shape)
-    validate_subjects((s.name, s.sha256) for s in subjects)
-    return canonical_statement(shape, subjects)
+    return shape
 
 
 def _submodules(options: GenerateOptions, context: RunContext) -> list[ResourceDescriptor]:
@@ -133,11 +144,8 @@ def _submodules(options: GenerateOptions, context: RunContext) -> list[ResourceD
     return submodules(sources, context.repository_uri)
 
 
-def _bind_sboms(options: GenerateOptions, subjects: list[Subject]) -> tuple[list[Sbom], list[str]]:
-    """The drop's SBOMs, cross-checked with the subjects as `sbom_check` says."""
-    if options.sbom_check not in SBOM_MODES:
-        raise InputError(f"the SBOM check is {options.sbom_check!r}", f"use one of {', '.join(SBOM_MODES)}")
-    sboms = find_sboms(options.drop, options.sbom, check_sidecar=options.sbom_check != "off")
+def _check_sboms(options: GenerateOptions, sboms: list[Sbom], subjects: list[Subject]) -> list[str]:
+    """The SBOMs cross-checked with the subjects as `sbom_check` says: warnings, or InputError."""
     warnings = []
     for sbom in sboms if options.sbom_check != "off" else []:
         found = mismatches(sbom, subjects, every_file=not options.patterns)
@@ -145,7 +153,7 @@ def _bind_sboms(options: GenerateOptions, subjects: list[Subject]) -> tuple[list
             raise InputError(describe(sbom, found), SBOM_REMEDY)
         if found:
             warnings.append(describe(sbom, found))
-    return sboms, warnings
+    return warnings
 
 
 def _context(options: GenerateOptions) -> RunContext:

@@ -1,4 +1,4 @@
-"""The drop's files, selected by glob and hashed with SHA-256 in parallel.
+"""The drop's files, selected by glob and hashed with SHA-256 on every core (`hashing.py`).
 
     >>> subjects = collect(Path("drop"), ["bin/**", "*.zip"])   # doctest: +SKIP
     >>> subjects[0]
@@ -11,38 +11,21 @@ regular file (FIFO, socket, device) are refused rather than skipped: the drop is
 
 from __future__ import annotations
 
-import hashlib
-import multiprocessing
 import os
 import re
-import stat
-import sys
-from collections.abc import Callable, Sequence
-from concurrent.futures import FIRST_EXCEPTION, Executor, ProcessPoolExecutor, ThreadPoolExecutor, wait
-from dataclasses import dataclass
+from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from slsa_provenance.errors import Error, InputError
+from slsa_provenance.errors import InputError
+from slsa_provenance.hashing import Hashing, ProgressCallback, sha256_file
 from slsa_provenance.provenance import Subject
-from slsa_provenance.verify import Artifact
+
+if TYPE_CHECKING:
+    from slsa_provenance.verify import Artifact
 
 MANIFEST_DIR = "_manifest"
 _DIGEST = re.compile(r"^sha256:([0-9a-fA-F]{64})$")
-_CHUNK = 1 << 20
-_BATCH_FILES = 256
-_BATCH_BYTES = 4 << 20
-_OPEN_FLAGS = os.O_RDONLY | getattr(os, "O_BINARY", 0) | getattr(os, "O_NONBLOCK", 0)
-
-
-@dataclass(frozen=True)
-class Progress:
-    files_done: int
-    files_total: int
-    bytes_done: int
-    bytes_total: int
-
-
-ProgressCallback = Callable[[Progress], None]
 
 
 def collect(
@@ -53,7 +36,13 @@ def collect(
     on_progress: ProgressCallback | None = None,
 ) -> list[Subject]:
     """Select and hash the drop's files. Raises InputError for an unusable drop or file."""
-    return hash_files(drop, select_files(drop, patterns), workers=workers, on_progress=on_progress)
+    with start_hashing(drop, patterns, workers=workers) as hashing:
+        return hashing.result(on_progress)
+
+
+def start_hashing(drop: Path, patterns: Sequence[str] = (), *, workers: int | None = None) -> Hashing:
+    """Select the drop's files and start hashing them in the background (see `Hashing`)."""
+    return Hashing(drop, select_files(drop, patterns), workers=workers)
 
 
 def select_files(drop: Path, patterns: Sequence[str] = ()) -> list[str]:
@@ -166,114 +155,13 @@ def glob_regex(pattern: str) -> re.Pattern[str]:
     return re.compile("".join(out) + r"\Z")
 
 
-def hash_files(
-    drop: Path,
-    names: Sequence[str],
-    *,
-    workers: int | None = None,
-    on_progress: ProgressCallback | None = None,
-) -> list[Subject]:
-    """Hash the named files of `drop` on every core; the result is sorted by name.
-
-    Files go out in batches, largest first, so that a huge file starts early instead of finishing
-    last. On Linux the batches go to forked processes (per-file Python work then runs without a
-    shared GIL); elsewhere to threads (hashlib and reads release the GIL, process start is slow).
-    """
-    root = str(drop)
-    sized = sorted(((_size(root, name), name) for name in names), key=lambda item: -item[0])
-    total = sum(size for size, _ in sized)
-    workers = max(1, min(workers or os.cpu_count() or 1, len(sized)))
-    subjects: list[Subject] = []
-    with _executor(workers, len(sized)) as pool:
-        pending = {pool.submit(_hash_batch, root, batch) for batch in _batches(sized)}
-        while pending:
-            finished, pending = wait(pending, timeout=2, return_when=FIRST_EXCEPTION)
-            for future in finished:
-                subjects.extend(Subject(name, digest, size) for name, digest, size in future.result())
-            if on_progress and pending:
-                on_progress(Progress(len(subjects), len(sized), sum(s.size for s in subjects), total))
-    if on_progress:
-        on_progress(Progress(len(sized), len(sized), total, total))
-    return sorted(subjects, key=lambda s: s.name)
-
-
-def _executor(workers: int, files: int) -> Executor:
-    if sys.platform == "linux" and workers > 1 and files >= 2 * _BATCH_FILES:
-        return ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("fork"))
-    return ThreadPoolExecutor(workers)
-
-
-def _batches(sized: list[tuple[int, str]]) -> list[list[str]]:
-    batches: list[list[str]] = []
-    budget = 0
-    for size, name in sized:
-        if not batches or len(batches[-1]) >= _BATCH_FILES or budget + size > _BATCH_BYTES:
-            batches.append([])
-            budget = 0
-        batches[-1].append(name)
-        budget += size
-    return batches
-
-
-def _hash_batch(root: str, batch: list[str]) -> list[tuple[str, str, int]]:
-    return [(name, *sha256_file(os.path.join(root, name), name)) for name in batch]
-
-
-def _size(root: str, name: str) -> int:
-    try:
-        return os.stat(os.path.join(root, name)).st_size
-    except OSError as exc:
-        raise InputError(f"cannot read {name}: {exc.strerror}", "check the drop") from exc
-
-
-def sha256_file(path: str | Path, name: str = "") -> tuple[str, int]:
-    """Stream a file through SHA-256, 1 MiB at a time. Returns (hex digest, bytes read).
-
-    Raises InputError when the file cannot be read or is not a regular file (checked on the open
-    descriptor, so a file swapped for a FIFO cannot hang the step), and Error when it changed
-    while it was read.
-    """
-    name = name or str(path)
-    hasher = hashlib.sha256()
-    size = 0
-    try:
-        descriptor = os.open(path, _OPEN_FLAGS)
-    except OSError as exc:
-        raise InputError(
-            f"cannot read {name}: {exc.strerror}",
-            "make the file readable by the agent's user, or leave it out with --subject",
-        ) from exc
-    try:
-        before = os.fstat(descriptor)
-        if not stat.S_ISREG(before.st_mode):
-            raise InputError(
-                f"{name} is not a regular file (a FIFO, socket or device)", "remove it from the drop"
-            )
-        wanted = min(_CHUNK, before.st_size + 1)  # a small file in one read, its EOF seen by a short read
-        while chunk := os.read(descriptor, wanted):
-            hasher.update(chunk)
-            size += len(chunk)
-            if len(chunk) < wanted:
-                break
-            wanted = _CHUNK
-        after = os.fstat(descriptor)
-    except OSError as exc:
-        raise InputError(f"cannot read {name}: {exc.strerror}", "check the drop's storage") from exc
-    finally:
-        os.close(descriptor)
-    if size != after.st_size or before.st_mtime_ns != after.st_mtime_ns:
-        raise Error(
-            f"{name} changed while it was being hashed",
-            "run this step after every step that writes to the drop has finished",
-        )
-    return hasher.hexdigest(), size
-
-
 def artifact_digests(paths: Sequence[Path], digests: Sequence[str]) -> list[Artifact]:
     """What a gate checks: files (named by their file name), folders (every file, by relative
     name) and `sha256:HEX` digests. Raises InputError when there is nothing, or something unusable."""
     if not paths and not digests:
         raise InputError("no artifact to verify", "pass --artifact PATH or --digest sha256:HEX")
+    from slsa_provenance.verify import Artifact
+
     artifacts = []
     for path in paths:
         if path.is_dir():

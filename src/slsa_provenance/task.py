@@ -18,7 +18,7 @@ from pathlib import Path
 
 from slsa_provenance import vso
 from slsa_provenance.errors import Error, InputError
-from slsa_provenance.subjects import Progress
+from slsa_provenance.hashing import Progress
 
 
 @dataclass(frozen=True)
