@@ -22,6 +22,7 @@ import re
 import shutil
 import subprocess
 import sys
+import sysconfig
 import zipfile
 from pathlib import Path
 
@@ -144,9 +145,32 @@ def stage_dependencies(task: Path) -> list[Package]:
     shutil.copytree(
         ROOT / "src" / "slsa_provenance",
         lib / "common" / "slsa_provenance",
-        ignore=shutil.ignore_patterns("__pycache__"),
+        ignore=shutil.ignore_patterns("__pycache__", "*.so", "*.c"),
     )
+    compile_lanes(lib / "common" / "slsa_provenance")
     return sorted(packages.values(), key=lambda p: (p.name.lower(), p.sha256))
+
+
+def compile_lanes(package: Path) -> None:
+    """The AVX-512 hashing module for Linux x86-64, built here against the stable ABI and saved
+    under each shipped version's own file name, so no other platform tries to load it (they and
+    CPUs without AVX-512 use hashlib)."""
+    if sysconfig.get_platform() != "linux-x86_64":
+        print(
+            "warning: not building on Linux x86-64, so the package hashes with hashlib only", file=sys.stderr
+        )
+        return
+    built = BUILD / "native" / "_sha256x16.abi3.so"
+    built.parent.mkdir(parents=True, exist_ok=True)
+    compiler = (sysconfig.get_config_var("CC") or "cc").split()
+    include = sysconfig.get_paths()["include"]
+    source = ROOT / "src" / "slsa_provenance" / "_sha256x16.c"
+    subprocess.run(
+        [*compiler, "-O3", "-fPIC", "-shared", f"-I{include}", str(source), "-o", str(built)], check=True
+    )
+    for python in TARGETS["pythons"]:
+        version = python.replace(".", "")
+        shutil.copy(built, package / f"_sha256x16.cpython-{version}-x86_64-linux-gnu.so")
 
 
 def local_build_variables() -> dict[str, str]:

