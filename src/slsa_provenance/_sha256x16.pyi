@@ -1,3 +1,9 @@
+from array import array
+
 SUPPORTED: bool
 
 def digest_many(messages: list[bytes] | list[memoryview], /) -> bytes: ...
+def stat_files(paths: list[str], /) -> tuple[bytes, bytes, int]: ...
+def digest_files(
+    paths: list[str], sizes: array[int], mtimes: array[int], arena: memoryview, /
+) -> tuple[bytes, int]: ...

@@ -34,7 +34,7 @@ from functools import partial
 from itertools import accumulate
 from multiprocessing.pool import Pool, ThreadPool
 from pathlib import Path
-from types import TracebackType
+from types import ModuleType, TracebackType
 from typing import NamedTuple
 
 from slsa_provenance.errors import Error, InputError
@@ -46,9 +46,8 @@ _BATCH_FILES = 256
 _BATCH_BYTES = 16 << 20
 _SURVEY_FILES = 2048
 _PROCESSES_FROM = 2 * _BATCH_FILES
-_GROUP_FILES = 64
-_GROUP_BYTES = 2 << 20
-_LANES_FROM = 8
+_GROUP_FILES = 128  # as in _sha256x16.c
+_GROUP_BYTES = 4 << 20
 _PROGRESS_EVERY = 2.0
 _OPEN_FLAGS = os.O_RDONLY | getattr(os, "O_BINARY", 0) | getattr(os, "O_NONBLOCK", 0)
 
@@ -161,13 +160,13 @@ class Hashing:
         """Large files first, largest first; then the others in runs of names, cut by count and bytes."""
         sizes = self._sizes
         large = sorted((i for i, size in enumerate(sizes) if size >= _BIG), key=lambda i: -sizes[i])
-        tasks = [_Task(index, index + 1, large=True) for index in large]
+        tasks = [_Task(index, index + 1, True, sizes[index]) for index in large]
         ends = list(accumulate(size if size < _BIG else 0 for size in sizes))
         start = 0
         while start < len(sizes):
             before = ends[start - 1] if start else 0
             stop = min(start + _BATCH_FILES, bisect_right(ends, before + _BATCH_BYTES, lo=start + 1))
-            tasks.append(_Task(start, stop, large=False))
+            tasks.append(_Task(start, stop, False, ends[stop - 1] - before))
             start = stop
         return tasks
 
@@ -175,7 +174,7 @@ class Hashing:
         with self._lock:
             self._results.append((task, hexes))
             self._files_done += len(hexes) // 64
-            self._bytes_done += sum(self._sizes[i] for i in task.indices(self._sizes))
+            self._bytes_done += task.bytes
             if self._files_done == len(self._names):
                 self._finished.set()
 
@@ -191,6 +190,7 @@ class _Task(NamedTuple):
     start: int
     stop: int
     large: bool
+    bytes: int
 
     def indices(self, sizes: array[int]) -> list[int]:
         return [i for i in range(self.start, self.stop) if (sizes[i] >= _BIG) == self.large]
@@ -205,36 +205,53 @@ class _Files:
 
     def survey(self, start: int, stop: int) -> tuple[array[int], array[int]]:
         sizes, mtimes = array("q"), array("q")
-        for name in self.names[start:stop]:
-            listed = _stat(f"{self.root}/{name}", name)
+        names = self.names[start:stop]
+        paths = [f"{self.root}/{name}" for name in names]
+        while len(sizes) < len(paths):
+            if _NATIVE is not None:
+                part_sizes, part_mtimes, _ = _NATIVE.stat_files(paths[len(sizes) :])
+                sizes.frombytes(part_sizes)
+                mtimes.frombytes(part_mtimes)
+                if len(sizes) == len(paths):
+                    break
+            listed = _stat(paths[len(sizes)], names[len(sizes)])  # names what stopped the native loop
             sizes.append(listed.st_size)
             mtimes.append(listed.st_mtime_ns)
         return sizes, mtimes
 
     def digest(self, task: _Task, sizes: array[int], mtimes: array[int]) -> str:
-        """The task's hex digests, concatenated. Files under 1 MiB are read whole, a group at a
-        time into memory that stays in the core's cache, and hashed together (`_digests`); larger
-        ones are streamed."""
-        arena = _arena()
-        stream = arena[_GROUP_BYTES + _GROUP_FILES :]
-        digests: list[bytes] = []
-        group: list[memoryview] = []
-        offset = 0
-        for index, size, mtime in zip(range(task.start, task.stop), sizes, mtimes, strict=True):
-            if (size >= _BIG) != task.large:
-                continue
-            name = self.names[index]
-            if len(group) == _GROUP_FILES or offset + size > _GROUP_BYTES or size >= _READ:
-                digests += _digests(group)
-                group, offset = [], 0
-            if size >= _READ:
-                digests.append(_sha256(f"{self.root}/{name}", name, size, mtime, stream))
-                continue
-            _read(f"{self.root}/{name}", name, size, mtime, arena[offset : offset + size + 1])
-            group.append(arena[offset : offset + size])
-            offset += size + 1
-        digests += _digests(group)
-        return b"".join(digests).hex()
+        """The task's hex digests, concatenated. With the native module, files under 1 MiB are
+        read whole, a group at a time, into memory that stays in the core's cache and hashed 16 at
+        a time; every other file is streamed through hashlib."""
+        chosen = [
+            (index, size, mtime)
+            for index, size, mtime in zip(range(task.start, task.stop), sizes, mtimes, strict=True)
+            if (size >= _BIG) == task.large
+        ]
+        whole = [c for c in chosen if c[1] < _READ]
+        digests = self._native_digests(_NATIVE, whole) if _NATIVE is not None and whole else {}
+        stream = _arena()[_GROUP_BYTES + _GROUP_FILES :]
+        return b"".join(
+            digests.get(index)
+            or _sha256(f"{self.root}/{self.names[index]}", self.names[index], size, mtime, stream)
+            for index, size, mtime in chosen
+        ).hex()
+
+    def _native_digests(self, native: ModuleType, files: list[tuple[int, int, int]]) -> dict[int, bytes]:
+        """Digests by index, up to the first file the native loop refuses (Python reads that one
+        again and names the problem), then on from the next."""
+        arena = _arena()[: _GROUP_BYTES + _GROUP_FILES]
+        paths = [f"{self.root}/{self.names[index]}" for index, _, _ in files]
+        sizes = array("q", (size for _, size, _ in files))
+        mtimes = array("q", (mtime for _, _, mtime in files))
+        digests: dict[int, bytes] = {}
+        done = 0
+        while done < len(files):
+            joined, count = native.digest_files(paths[done:], sizes[done:], mtimes[done:], arena)
+            for position in range(count):
+                digests[files[done + position][0]] = joined[32 * position : 32 * position + 32]
+            done += count + 1  # the refused file is left to the streaming path
+        return digests
 
 
 _inherited = _Files("", [])  # replaced in each forked worker
@@ -341,26 +358,17 @@ def _arena() -> memoryview:
     return arena
 
 
-def _lanes_agree() -> bool:
-    """Whether the AVX-512 module is here, runs on this CPU, and gives hashlib's digests for
+def _native() -> ModuleType | None:
+    """The AVX-512 module when it is here, runs on this CPU, and gives hashlib's digests for
     messages whose padding takes every path (one block, two blocks, an empty message)."""
     try:
-        from slsa_provenance._sha256x16 import SUPPORTED, digest_many
+        from slsa_provenance import _sha256x16
     except ImportError:
-        return False
+        return None
     probes = [bytes(range(256)) * 5]
     probes += [probes[0][:length] for length in (0, 1, 55, 56, 63, 64, 65, 119, 120, 128, 1000)]
-    return SUPPORTED and digest_many(probes) == b"".join(hashlib.sha256(p).digest() for p in probes)
+    expected = b"".join(hashlib.sha256(p).digest() for p in probes)
+    return _sha256x16 if _sha256x16.SUPPORTED and _sha256x16.digest_many(probes) == expected else None
 
 
-def _digests(contents: list[memoryview]) -> list[bytes]:
-    """SHA-256 of each message: 16 at a time when the AVX-512 module works here."""
-    if _LANES and len(contents) >= _LANES_FROM:
-        from slsa_provenance._sha256x16 import digest_many
-
-        joined = digest_many(contents)
-        return [joined[offset : offset + 32] for offset in range(0, len(joined), 32)]
-    return [hashlib.sha256(content).digest() for content in contents]
-
-
-_LANES = _lanes_agree()
+_NATIVE = _native()
