@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import os
 import random
+from array import array
 from pathlib import Path
 
 import pytest
@@ -12,7 +13,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from slsa_provenance import hashing
-from slsa_provenance.errors import InputError
+from slsa_provenance.errors import Error, InputError
 from slsa_provenance.hashing import Hashing
 from slsa_provenance.subjects import collect, select_files
 
@@ -138,3 +139,46 @@ def test_an_error_in_a_worker_stops_the_others(tmp_path: Path) -> None:
     with pytest.raises(InputError, match=f"cannot read {names[-1]}: No such file or directory"):
         with Hashing(tmp_path, names, workers=2) as forked:
             forked.result()
+
+
+@lanes
+def test_the_native_loops_stop_at_a_file_that_is_not_as_listed(tmp_path: Path) -> None:
+    paths = []
+    for index in range(3):
+        (tmp_path / f"f{index}").write_bytes(os.urandom(1000 + index))
+        paths.append(str(tmp_path / f"f{index}"))
+    sizes, mtimes, count = _sha256x16.stat_files(paths)
+    assert count == 3 and array("q", sizes).tolist() == [1000, 1001, 1002]
+    arena = memoryview(bytearray(1 << 20))
+    digests, count = _sha256x16.digest_files(paths, array("q", sizes), array("q", mtimes), arena)
+    assert count == 3 and digests == expected([Path(p).read_bytes() for p in paths])
+
+    Path(paths[1]).write_bytes(b"rewritten")
+    digests, count = _sha256x16.digest_files(paths, array("q", sizes), array("q", mtimes), arena)
+    assert count == 1 and digests == expected([Path(paths[0]).read_bytes()])
+
+    os.unlink(paths[1])
+    os.mkfifo(paths[1])
+    assert _sha256x16.stat_files(paths)[2] == 1
+    assert _sha256x16.digest_files(paths, array("q", sizes), array("q", mtimes), arena)[1] == 1
+    os.unlink(paths[1])
+    assert _sha256x16.stat_files(paths)[2] == 1
+
+
+@pytest.mark.parametrize("lanes_on", [True, False], ids=["lanes", "hashlib"])
+def test_a_file_changed_or_swapped_after_the_survey_is_refused(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, lanes_on: bool
+) -> None:
+    monkeypatch.setattr(hashing, "_NATIVE", hashing._NATIVE if lanes_on else None)
+    small_drop(tmp_path, 40, seed=6)
+    names = select_files(tmp_path)
+    files = hashing._Files(str(tmp_path), names)
+    sizes, mtimes = files.survey(0, len(names))
+    run = hashing._Task(0, len(names), False, sum(sizes))
+    (tmp_path / names[7]).write_bytes(b"a different length")
+    with pytest.raises(Error, match=f"{names[7]} changed while it was being hashed"):
+        files.digest(run, sizes, mtimes)
+    (tmp_path / names[7]).unlink()
+    os.mkfifo(tmp_path / names[7])
+    with pytest.raises(InputError, match=f"{names[7]} is not a regular file"):
+        files.digest(run, sizes, mtimes)

@@ -1,4 +1,5 @@
-/* SHA-256 of many small files at once: 16 messages side by side in the lanes of AVX-512.
+/* SHA-256 of many small files at once: 32 messages side by side in the 32-bit lanes of two
+ * AVX-512 registers (the name says 16: the lanes of one register).
  *
  * SUPPORTED: whether this CPU (and its OS) run AVX-512F and AVX-512BW; without it, or without
  * this module (built for Linux x86-64 only), hashing.py does all of this in Python with hashlib.
@@ -7,13 +8,15 @@
  *     while each is a regular file; `count` < len(paths) stops at one that is not, or cannot be
  *     stat'ed, for Python to name the problem.
  * digest_files(paths, sizes, mtimes, arena) -> (digests, count): the files read whole into
- *     `arena` a group at a time and hashed 16 at a time, while each is still the regular file
+ *     `arena` a group at a time and hashed 32 at a time, while each is still the regular file
  *     listed with that size and mtime; stops like stat_files. Each file must fit in the arena.
  *
  * Why: a drop of many small files is bound by SHA-256 itself. One message at a time, even with
- * the SHA extensions, a core does about 1.8 GB/s; sixteen in the lanes of one register do more
- * than twice that (measured on the same core, see the README's performance section). The rounds
- * are FIPS 180-4 section 6.2.2 as written; tests compare every result with hashlib.
+ * the SHA extensions, a core does about 1.8 GB/s; 32 in the lanes of two registers do about 7
+ * (measured on the same core, see the README's performance section). The rounds are FIPS 180-4
+ * section 6.2.2 as written; tests compare every result with hashlib. In C rather than Python
+ * too: the loop that stats, opens, reads and checks each file, so that a small file costs its
+ * system calls and little more.
  */
 #define PY_SSIZE_T_CLEAN
 #define Py_LIMITED_API 0x030B0000
@@ -59,6 +62,26 @@ static const uint8_t IDLE_BLOCK[BLOCK];
 #define XOR3(a, b, c) _mm512_ternarylogic_epi32((a), (b), (c), 0x96)
 #define CH(e, f, g) _mm512_ternarylogic_epi32((e), (f), (g), 0xca)
 #define MAJ(a, b, c) _mm512_ternarylogic_epi32((a), (b), (c), 0xe8)
+/* FIPS 180-4 6.2.2 step 1 (the message schedule, in place in a ring of 16 words) and step 3. */
+#define SCHEDULE(w, t)                                                                              \
+    do {                                                                                            \
+        __m512i w15 = w[((t) - 15) & 15], w2 = w[((t) - 2) & 15];                                   \
+        w[(t) & 15] = ADD(ADD(w[(t) & 15], XOR3(ROR(w15, 7), ROR(w15, 18), _mm512_srli_epi32(w15, 3))), \
+                          ADD(w[((t) - 7) & 15], XOR3(ROR(w2, 17), ROR(w2, 19), _mm512_srli_epi32(w2, 10)))); \
+    } while (0)
+#define ROUND(a, b, c, d, e, f, g, h, wk)                                                      \
+    do {                                                                                       \
+        __m512i t1 = ADD(ADD(h, XOR3(ROR(e, 6), ROR(e, 11), ROR(e, 25))), ADD(CH(e, f, g), wk)); \
+        __m512i t2 = ADD(XOR3(ROR(a, 2), ROR(a, 13), ROR(a, 22)), MAJ(a, b, c));                \
+        h = g;                                                                                 \
+        g = f;                                                                                 \
+        f = e;                                                                                 \
+        e = ADD(d, t1);                                                                        \
+        d = c;                                                                                 \
+        c = b;                                                                                 \
+        b = a;                                                                                 \
+        a = ADD(t1, t2);                                                                       \
+    } while (0)
 
 /* Rows (a block of each lane) become columns (one word of every lane): a 16x16 transpose. */
 AVX512 static void transpose(__m512i r[16]) {
@@ -103,33 +126,11 @@ AVX512 static void compress(__m512i state[16], const uint8_t *const blocks[LANES
     for (int t = 0; t < 64; t++) {
         __m512i k = _mm512_set1_epi32((int)K[t]);
         if (t >= 16) {
-            __m512i w15 = w[(t - 15) & 15], w2 = w[(t - 2) & 15];
-            __m512i x15 = x[(t - 15) & 15], x2 = x[(t - 2) & 15];
-            w[t & 15] = ADD(ADD(w[t & 15], XOR3(ROR(w15, 7), ROR(w15, 18), _mm512_srli_epi32(w15, 3))),
-                            ADD(w[(t - 7) & 15], XOR3(ROR(w2, 17), ROR(w2, 19), _mm512_srli_epi32(w2, 10))));
-            x[t & 15] = ADD(ADD(x[t & 15], XOR3(ROR(x15, 7), ROR(x15, 18), _mm512_srli_epi32(x15, 3))),
-                            ADD(x[(t - 7) & 15], XOR3(ROR(x2, 17), ROR(x2, 19), _mm512_srli_epi32(x2, 10))));
+            SCHEDULE(w, t);
+            SCHEDULE(x, t);
         }
-        __m512i t1 = ADD(ADD(h, XOR3(ROR(e, 6), ROR(e, 11), ROR(e, 25))), ADD(CH(e, f, g), ADD(w[t & 15], k)));
-        __m512i t2 = ADD(XOR3(ROR(a, 2), ROR(a, 13), ROR(a, 22)), MAJ(a, b, c));
-        __m512i T1 = ADD(ADD(H, XOR3(ROR(E, 6), ROR(E, 11), ROR(E, 25))), ADD(CH(E, F, G), ADD(x[t & 15], k)));
-        __m512i T2 = ADD(XOR3(ROR(A, 2), ROR(A, 13), ROR(A, 22)), MAJ(A, B, C));
-        h = g;
-        g = f;
-        f = e;
-        e = ADD(d, t1);
-        d = c;
-        c = b;
-        b = a;
-        a = ADD(t1, t2);
-        H = G;
-        G = F;
-        F = E;
-        E = ADD(D, T1);
-        D = C;
-        C = B;
-        B = A;
-        A = ADD(T1, T2);
+        ROUND(a, b, c, d, e, f, g, h, ADD(w[t & 15], k));
+        ROUND(A, B, C, D, E, F, G, H, ADD(x[t & 15], k));
     }
     __m512i sums[16] = {a, b, c, d, e, f, g, h, A, B, C, D, E, F, G, H};
     for (int i = 0; i < 16; i++) {

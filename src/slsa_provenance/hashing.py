@@ -11,7 +11,7 @@ modification time are what it must still have when it is read (a file that chang
 swapped for a FIFO or device is refused, and never read past its listed size). Then the files are
 hashed: files of 8 MiB or more first, largest first, one per task, so that a huge file never starts
 last; the rest in name order, in runs of up to 256 files or 16 MiB. Files under 1 MiB are read whole
-and hashed 16 at a time with AVX-512 where the CPU has it (`_sha256x16.c`), else by hashlib.
+and hashed 32 at a time with AVX-512 where the CPU has it (`_sha256x16.c`), else by hashlib.
 
 On Linux the pool is forked processes that inherit the list of names, so a task is a few numbers
 and per-file Python work runs without a shared GIL; elsewhere threads (reads and hashlib release
@@ -221,7 +221,7 @@ class _Files:
 
     def digest(self, task: _Task, sizes: array[int], mtimes: array[int]) -> str:
         """The task's hex digests, concatenated. With the native module, files under 1 MiB are
-        read whole, a group at a time, into memory that stays in the core's cache and hashed 16 at
+        read whole, a group at a time, into memory that stays in the core's cache and hashed 32 at
         a time; every other file is streamed through hashlib."""
         chosen = [
             (index, size, mtime)
