@@ -10,6 +10,7 @@ import shutil
 import struct
 import subprocess
 import sys
+import sysconfig
 import zipfile
 from pathlib import Path
 
@@ -102,6 +103,16 @@ def test_dependencies_cover_every_shipped_target(extension: Path) -> None:
         assert all((lib / "bin" / f).is_dir() for f in folders)
     assert (lib / "common" / "slsa_provenance" / "task.py").is_file()
     assert (lib / "common" / "azure" / "identity").is_dir()
+
+
+def test_the_hashing_module_ships_for_linux_x86_64_only_under_each_version_s_name(extension: Path) -> None:
+    if sysconfig.get_platform() != "linux-x86_64":
+        pytest.skip("make vsix builds the AVX-512 module only on a Linux x86-64 host")
+    package = extension / TASK / "lib" / "common" / "slsa_provenance"
+    versions = json.loads((REPO / "packaging" / "targets.json").read_text())["pythons"]
+    expected = {f"_sha256x16.cpython-{v.replace('.', '')}-x86_64-linux-gnu.so" for v in versions}
+    assert {p.name for p in package.glob("_sha256x16*") if p.suffix != ".pyi"} == expected
+    assert not list(package.glob("*.c")) and not list(package.glob("*.abi3.so"))
 
 
 def test_the_package_carries_its_own_sbom_and_signed_provenance(extension: Path) -> None:

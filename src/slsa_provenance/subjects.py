@@ -14,6 +14,7 @@ from __future__ import annotations
 import os
 import re
 from collections.abc import Sequence
+from operator import attrgetter
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -54,6 +55,11 @@ def select_files(drop: Path, patterns: Sequence[str] = ()) -> list[str]:
         raise InputError(f"drop {drop} is not a folder", "pass --drop with the folder to attest")
     found: list[str] = []
     _walk(os.path.realpath(drop), str(drop), "", found)
+    try:
+        "\n".join(found).encode("utf-8")  # every file's name at once; one by one to name a bad one
+    except UnicodeEncodeError:
+        for name in found:
+            _utf8(name)
     if not found:
         raise InputError(
             f"drop folder {drop} has no files outside {MANIFEST_DIR}/",
@@ -76,15 +82,20 @@ def select_files(drop: Path, patterns: Sequence[str] = ()) -> list[str]:
 
 def _walk(drop_real: str, folder: str, prefix: str, found: list[str]) -> None:
     try:
-        entries = sorted(os.scandir(folder), key=lambda e: e.name)
+        entries = sorted(os.scandir(folder), key=attrgetter("name"))
     except OSError as exc:
         raise InputError(
             f"cannot list folder {folder}: {exc.strerror}", "make it readable by the agent's user"
         ) from exc
     for entry in entries:
-        name = f"{prefix}{entry.name}"
-        _check_utf8(name)
-        if entry.is_symlink():
+        if entry.is_file(follow_symlinks=False):  # most entries: checked first
+            found.append(prefix + entry.name)
+            continue
+        name = _utf8(prefix + entry.name)
+        if entry.is_dir(follow_symlinks=False):
+            if not (prefix == "" and entry.name == MANIFEST_DIR):
+                _walk(drop_real, entry.path, f"{name}/", found)
+        elif entry.is_symlink():
             target = os.path.realpath(entry.path)
             if os.path.commonpath([drop_real, target]) != drop_real:
                 raise InputError(
@@ -99,11 +110,6 @@ def _walk(drop_real: str, folder: str, prefix: str, found: list[str]) -> None:
                     "remove it from the drop",
                 )
             found.append(name)
-        elif entry.is_dir(follow_symlinks=False):
-            if not (prefix == "" and entry.name == MANIFEST_DIR):
-                _walk(drop_real, entry.path, f"{name}/", found)
-        elif entry.is_file(follow_symlinks=False):
-            found.append(name)
         else:
             raise InputError(
                 f"{name} is not a regular file (a FIFO, socket or device)",
@@ -111,13 +117,14 @@ def _walk(drop_real: str, folder: str, prefix: str, found: list[str]) -> None:
             )
 
 
-def _check_utf8(name: str) -> None:
+def _utf8(name: str) -> str:
     try:
         name.encode("utf-8")
     except UnicodeEncodeError as exc:
         raise InputError(
             f"file name {name!r} is not valid UTF-8", "rename the file; provenance names are UTF-8"
         ) from exc
+    return name
 
 
 def glob_regex(pattern: str) -> re.Pattern[str]:
