@@ -276,6 +276,49 @@ static void release_paths(PyObject **owners, Py_ssize_t count) {
     PyMem_Free(owners);
 }
 
+/* The folder of the previous path, kept open: names are sorted, so a run of them shares a folder,
+ * and each file is then looked up by its own name instead of by every folder on its path. */
+typedef struct {
+    const char *path; /* the previous path; its first `length` bytes name the open folder */
+    size_t length;
+    int descriptor; /* -1: none open */
+} Folder;
+
+/* A descriptor for the folder of `path` (AT_FDCWD for a bare name), -1 when it cannot be opened;
+ * `name` is set to the rest of the path. */
+static int folder_of(Folder *folder, const char *path, const char **name) {
+    const char *slash = strrchr(path, '/');
+    if (slash == NULL) {
+        *name = path;
+        return AT_FDCWD;
+    }
+    size_t length = (size_t)(slash - path) + 1;
+    *name = slash + 1;
+    if (folder->descriptor >= 0 && folder->length == length && memcmp(folder->path, path, length) == 0) {
+        return folder->descriptor;
+    }
+    if (folder->descriptor >= 0) {
+        close(folder->descriptor);
+    }
+    folder->descriptor = -1;
+    char *copy = malloc(length + 1);
+    if (copy != NULL) {
+        memcpy(copy, path, length);
+        copy[length] = '\0';
+        folder->descriptor = open(copy, O_PATH | O_DIRECTORY | O_CLOEXEC);
+        free(copy);
+    }
+    folder->path = path;
+    folder->length = length;
+    return folder->descriptor;
+}
+
+static void close_folder(Folder *folder) {
+    if (folder->descriptor >= 0) {
+        close(folder->descriptor);
+    }
+}
+
 static int64_t mtime_ns(const struct stat *listed) {
     return (int64_t)listed->st_mtim.tv_sec * 1000000000 + listed->st_mtim.tv_nsec;
 }
@@ -283,8 +326,10 @@ static int64_t mtime_ns(const struct stat *listed) {
 /* Read a file listed with `size` and `mtime` into `into` (room for size + 1 bytes, so that growth
  * is seen); 0 when it is still that regular file, -1 for anything else. O_NONBLOCK and the bound
  * on the read keep a FIFO or device put in its place from hanging the step. */
-static int read_listed(const char *path, int64_t size, int64_t mtime, uint8_t *into) {
-    int descriptor = open(path, O_RDONLY | O_NONBLOCK | O_CLOEXEC);
+static int read_listed(Folder *folder, const char *path, int64_t size, int64_t mtime, uint8_t *into) {
+    const char *name;
+    int parent = folder_of(folder, path, &name);
+    int descriptor = parent == -1 ? -1 : openat(parent, name, O_RDONLY | O_NONBLOCK | O_CLOEXEC);
     if (descriptor < 0) {
         return -1;
     }
@@ -313,20 +358,26 @@ static int read_listed(const char *path, int64_t size, int64_t mtime, uint8_t *i
 }
 
 static Py_ssize_t stat_loop(const char **paths, Py_ssize_t count, int64_t *sizes, int64_t *mtimes) {
-    for (Py_ssize_t i = 0; i < count; i++) {
+    Folder folder = {NULL, 0, -1};
+    Py_ssize_t i = 0;
+    for (; i < count; i++) {
+        const char *name;
+        int parent = folder_of(&folder, paths[i], &name);
         struct stat listed;
-        if (stat(paths[i], &listed) != 0 || !S_ISREG(listed.st_mode)) {
-            return i;
+        if (parent == -1 || fstatat(parent, name, &listed, 0) != 0 || !S_ISREG(listed.st_mode)) {
+            break;
         }
         sizes[i] = (int64_t)listed.st_size;
         mtimes[i] = mtime_ns(&listed);
     }
-    return count;
+    close_folder(&folder);
+    return i;
 }
 
 AVX512 static Py_ssize_t digest_loop(const char **paths, Py_ssize_t count, const int64_t *sizes,
                                      const int64_t *mtimes, uint8_t *arena, size_t room, uint8_t *out) {
     Message group[GROUP_FILES];
+    Folder folder = {NULL, 0, -1};
     int grouped = 0;
     size_t offset = 0;
     Py_ssize_t i = 0;
@@ -340,7 +391,7 @@ AVX512 static Py_ssize_t digest_loop(const char **paths, Py_ssize_t count, const
             grouped = 0;
             offset = 0;
         }
-        if (read_listed(paths[i], sizes[i], mtimes[i], arena + offset) != 0) {
+        if (read_listed(&folder, paths[i], sizes[i], mtimes[i], arena + offset) != 0) {
             break;
         }
         group[grouped].data = arena + offset;
@@ -350,6 +401,7 @@ AVX512 static Py_ssize_t digest_loop(const char **paths, Py_ssize_t count, const
         offset += size + 1;
     }
     digest_lanes(group, grouped, out);
+    close_folder(&folder);
     return i;
 }
 

@@ -20,6 +20,7 @@ the GIL, and starting processes there is slow).
 
 from __future__ import annotations
 
+import gc
 import hashlib
 import multiprocessing
 import os
@@ -91,7 +92,11 @@ class Hashing:
         survey: Callable[[int, int], tuple[array[int], array[int]]]
         digest: Callable[[_Task, array[int], array[int]], str]
         if sys.platform == "linux" and count > 1 and len(names) >= _PROCESSES_FROM:
-            self._pool: Pool = multiprocessing.get_context("fork").Pool(count, _inherit, (files,))
+            gc.freeze()  # the workers' collections then skip the objects they inherit, and never copy them
+            try:
+                self._pool: Pool = multiprocessing.get_context("fork").Pool(count, _inherit, (files,))
+            finally:
+                gc.unfreeze()
             survey, digest = _survey_inherited, _digest_inherited
         else:
             self._pool = ThreadPool(count)
