@@ -182,3 +182,15 @@ def test_a_file_changed_or_swapped_after_the_survey_is_refused(
     os.mkfifo(tmp_path / names[7])
     with pytest.raises(InputError, match=f"{names[7]} is not a regular file"):
         files.digest(run, sizes, mtimes)
+
+
+def test_progress_rises_while_the_workers_hash(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(hashing, "_PROGRESS_EVERY", 0.001)  # every 2 s in use: too slow for a test
+    small_drop(tmp_path, 2000, seed=7)
+    seen: list[hashing.Progress] = []
+    subjects = collect(tmp_path, workers=2, on_progress=seen.append)
+    total = sum(s.size for s in subjects)
+    assert seen[-1] == hashing.Progress(2000, 2000, total, total)
+    done = [p.files_done for p in seen]
+    assert done == sorted(done) and len(set(done)) > 2  # it rose in steps, never back
+    assert all(p.bytes_done <= p.bytes_total for p in seen if p.bytes_total)

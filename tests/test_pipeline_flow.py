@@ -11,6 +11,8 @@ import pytest
 from cryptography.hazmat.primitives import serialization
 
 from conftest import ACCESS_TOKEN, AzureStack, run_cli
+from slsa_provenance import task
+from slsa_provenance.hashing import Progress
 
 pytestmark = pytest.mark.integration
 OUTPUT = Path("_manifest/slsa_1.0/provenance.intoto.jsonl")
@@ -124,3 +126,18 @@ def test_a_gate_trusts_the_vault_key_and_reads_the_bundle(azure: AzureStack, dro
         assert result.returncode == 0, result.stdout + result.stderr
     signs = [r for r in azure.vault.requests if r.path.endswith("/sign")]
     assert len(signs) == 1  # verification only reads the public keys
+
+
+@pytest.mark.parametrize(
+    ("progress", "value"),
+    [
+        (Progress(0, 10, 0, 0), "0"),  # still stat-ing: no sizes yet, so not 100
+        (Progress(10, 10, 0, 0), "100"),  # every file empty
+        (Progress(5, 10, 50, 200), "25"),
+    ],
+)
+def test_the_step_reports_hashing_progress_in_bytes(
+    progress: Progress, value: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    task._report_progress(progress)
+    assert capsys.readouterr().out == f"##vso[task.setprogress value={value}]hashing the drop\n"

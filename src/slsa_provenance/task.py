@@ -155,7 +155,10 @@ def _level(signed: bool, confirmed: bool) -> str:
 
 
 def _report_progress(progress: Progress) -> None:
-    percent = 100 * progress.bytes_done // progress.bytes_total if progress.bytes_total else 100
+    if progress.bytes_total:
+        percent = 100 * progress.bytes_done // progress.bytes_total
+    else:  # the sizes are not known yet, or every file is empty
+        percent = 100 * progress.files_done // max(progress.files_total, 1)
     vso.emit("task.setprogress", "hashing the drop", value=str(percent))
 
 
