@@ -173,15 +173,15 @@ def test_a_file_changed_or_swapped_after_the_survey_is_refused(
     small_drop(tmp_path, 40, seed=6)
     names = select_files(tmp_path)
     files = hashing._Files(str(tmp_path), names)
-    sizes, mtimes = files.survey(0, len(names))
-    run = hashing._Task(0, len(names), False, sum(sizes))
+    files.survey(0, len(names))
+    run = hashing._Task(0, len(names), False, sum(files.sizes))
     (tmp_path / names[7]).write_bytes(b"a different length")
     with pytest.raises(Error, match=f"{names[7]} changed while it was being hashed"):
-        files.digest(run, sizes, mtimes)
+        files.digest(run)
     (tmp_path / names[7]).unlink()
     os.mkfifo(tmp_path / names[7])
     with pytest.raises(InputError, match=f"{names[7]} is not a regular file"):
-        files.digest(run, sizes, mtimes)
+        files.digest(run)
 
 
 def test_progress_rises_while_the_workers_hash(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

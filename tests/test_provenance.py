@@ -162,6 +162,6 @@ def test_the_streamed_statement_is_the_canonical_json_of_the_whole(names: list[s
 
 def test_validate_subjects_names_the_bad_one() -> None:
     with pytest.raises(Error, match=r"subject\.2\.digest\.sha256"):
-        validate_subjects([("a", "a" * 64), ("b", "b" * 64), ("c", "C" * 64)])
+        validate_subjects(["a", "b", "c"], ["a" * 64, "b" * 64, "C" * 64])
     with pytest.raises(Error, match=r"subject\.0\.name"):
-        validate_subjects([("", "a" * 64)])
+        validate_subjects([""], ["a" * 64])

@@ -86,7 +86,7 @@ def generate(options: GenerateOptions, on_progress: ProgressCallback | None = No
         shape = _shape(options, context, sboms)
         subjects = hashing.result(on_progress)
     warnings = _check_sboms(options, sboms, subjects)
-    validate_subjects([(s.name, s.sha256) for s in subjects])
+    validate_subjects([s.name for s in subjects], [s.sha256 for s in subjects])
     payload = canonical_statement(shape, subjects)
     if signer is None:
         envelope = dsse.Envelope(payload=payload, payload_type=dsse.PAYLOAD_TYPE, signatures=())

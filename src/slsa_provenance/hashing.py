@@ -6,12 +6,13 @@
     >>> subjects[0]
     Subject(name='bin/app.exe', sha256='9f86d0...', size=1048576)
 
-Two rounds over one pool. First every file is stat'ed: its size orders the work, and its size and
-modification time are what it must still have when it is read (a file that changes, grows, or is
-swapped for a FIFO or device is refused, and never read past its listed size). Then the files are
-hashed: files of 8 MiB or more first, largest first, one per task, so that a huge file never starts
-last; the rest in name order, in runs of up to 256 files or 16 MiB. Files under 1 MiB are read whole
-and hashed 32 at a time with AVX-512 where the CPU has it (`_sha256x16.c`), else by hashlib.
+Two rounds over one pool. First every file is stat'ed, into memory shared with the workers: its size
+orders the work, and its size and modification time are what it must still have when it is read (a
+file that changes, grows, or is swapped for a FIFO or device is refused, and never read past its
+listed size). Then the files are hashed: files of 8 MiB or more first, largest first, one per task,
+so that a huge file never starts last; the rest in name order, in runs of up to 256 files or 16 MiB.
+Files under 1 MiB are read whole and hashed 32 at a time with AVX-512 where the CPU has it
+(`_sha256x16.c`), else by hashlib.
 
 On Linux the pool is forked processes that inherit the list of names, so a task is a few numbers
 and per-file Python work runs without a shared GIL; elsewhere threads (reads and hashlib release
@@ -22,6 +23,7 @@ from __future__ import annotations
 
 import gc
 import hashlib
+import mmap
 import multiprocessing
 import os
 import stat
@@ -50,6 +52,9 @@ _PROCESSES_FROM = 2 * _BATCH_FILES
 _GROUP_FILES = 128  # as in _sha256x16.c
 _GROUP_BYTES = 4 << 20
 _PROGRESS_EVERY = 2.0
+# While the caller works (imports, validation), the pool's threads here wait for the GIL to hand
+# the workers their next task: 5 ms at Python's default interval, 0.5 ms at this one.
+_SWITCH_INTERVAL = 0.0005
 _OPEN_FLAGS = os.O_RDONLY | getattr(os, "O_BINARY", 0) | getattr(os, "O_NONBLOCK", 0)
 
 
@@ -89,8 +94,8 @@ class Hashing:
         self._files_done = self._bytes_done = 0
         files = _Files(str(root), names)
         count = max(1, min(workers or os.cpu_count() or 1, len(names)))
-        survey: Callable[[int, int], tuple[array[int], array[int]]]
-        digest: Callable[[_Task, array[int], array[int]], str]
+        survey: Callable[[int, int], None]
+        digest: Callable[[_Task], str]
         if sys.platform == "linux" and count > 1 and len(names) >= _PROCESSES_FROM:
             gc.freeze()  # the workers' collections then skip the objects they inherit, and never copy them
             try:
@@ -101,15 +106,23 @@ class Hashing:
         else:
             self._pool = ThreadPool(count)
             survey, digest = files.survey, files.digest
-        self._sizes = array("q")
-        self._bytes_total = 0
-        self._digest = digest
-        ranges = [
-            (start, min(start + _SURVEY_FILES, len(names))) for start in range(0, len(names), _SURVEY_FILES)
-        ]
-        self._pool.starmap_async(
-            survey, ranges, chunksize=1, callback=self._surveyed, error_callback=self._failed
-        )
+        self._switch_interval = sys.getswitchinterval()
+        sys.setswitchinterval(_SWITCH_INTERVAL)
+        try:
+            step = max(_SURVEY_FILES, -(-len(names) // (2 * count)))
+            self._pool.starmap(survey, [(i, min(i + step, len(names))) for i in range(0, len(names), step)])
+            self._sizes = files.sizes
+            self._bytes_total = sum(self._sizes)
+            tasks = self._tasks()
+            for task in tasks:
+                self._pool.apply_async(
+                    digest, (task,), callback=partial(self._done, task), error_callback=self._failed
+                )
+            if not tasks:
+                self._finished.set()
+        except BaseException:
+            self.__exit__(None, None, None)
+            raise
 
     def __enter__(self) -> Hashing:
         return self
@@ -119,6 +132,7 @@ class Hashing:
     ) -> None:
         self._pool.terminate()
         self._pool.join()
+        sys.setswitchinterval(self._switch_interval)
 
     def result(self, on_progress: ProgressCallback | None = None) -> list[Subject]:
         """The Subjects in name order, after every file is hashed; progress every 2 seconds.
@@ -133,33 +147,16 @@ class Hashing:
             on_progress(self._progress())
         digests = [""] * len(self._names)
         for task, hexes in self._results:
-            for position, index in enumerate(task.indices(self._sizes)):
-                digests[index] = hexes[64 * position : 64 * position + 64]
-        return [Subject(*subject) for subject in zip(self._names, digests, self._sizes, strict=True)]
+            split = [hexes[offset : offset + 64] for offset in range(0, len(hexes), 64)]
+            if not task.large and len(split) == task.stop - task.start:  # no large file inside
+                digests[task.start : task.stop] = split
+            else:
+                for index, digest in zip(task.indices(self._sizes), split, strict=True):
+                    digests[index] = digest
+        return list(map(Subject, self._names, digests, self._sizes))
 
     def _progress(self) -> Progress:
         return Progress(self._files_done, len(self._names), self._bytes_done, self._bytes_total)
-
-    def _surveyed(self, parts: list[tuple[array[int], array[int]]]) -> None:
-        """Every file's size and mtime are known (in the pool's result thread): hash them."""
-        try:
-            mtimes = array("q")
-            for part_sizes, part_mtimes in parts:
-                self._sizes.extend(part_sizes)
-                mtimes.extend(part_mtimes)
-            self._bytes_total = sum(self._sizes)
-            tasks = self._tasks()
-            for task in tasks:
-                self._pool.apply_async(
-                    self._digest,
-                    (task, self._sizes[task.start : task.stop], mtimes[task.start : task.stop]),
-                    callback=partial(self._done, task),
-                    error_callback=self._failed,
-                )
-            if not tasks:
-                self._finished.set()
-        except BaseException as exc:  # an exception here would stop the pool's result thread
-            self._failed(exc)
 
     def _tasks(self) -> list[_Task]:
         """Large files first, largest first; then the others in runs of names, cut by count and bytes."""
@@ -197,41 +194,44 @@ class _Task(NamedTuple):
     large: bool
     bytes: int
 
-    def indices(self, sizes: array[int]) -> list[int]:
+    def indices(self, sizes: memoryview) -> list[int]:
         return [i for i in range(self.start, self.stop) if (sizes[i] >= _BIG) == self.large]
 
 
 class _Files:
-    """What a worker needs: the drop and its names. Forked workers inherit it."""
+    """What a worker needs: the drop, its names, and their sizes and mtimes, in memory shared with
+    every worker (a survey writes them, the hashing reads them). Forked workers inherit it."""
 
     def __init__(self, root: str, names: list[str]) -> None:
         self.root = root
         self.names = names
+        listing = memoryview(mmap.mmap(-1, 16 * max(len(names), 1))).cast("q")
+        self.sizes, self.mtimes = listing[: len(names)], listing[len(names) : 2 * len(names)]
 
-    def survey(self, start: int, stop: int) -> tuple[array[int], array[int]]:
-        sizes, mtimes = array("q"), array("q")
+    def survey(self, start: int, stop: int) -> None:
         names = self.names[start:stop]
         paths = [f"{self.root}/{name}" for name in names]
-        while len(sizes) < len(paths):
+        done = 0
+        while done < len(paths):
             if _NATIVE is not None:
-                part_sizes, part_mtimes, _ = _NATIVE.stat_files(paths[len(sizes) :])
-                sizes.frombytes(part_sizes)
-                mtimes.frombytes(part_mtimes)
-                if len(sizes) == len(paths):
+                sizes, mtimes, count = _NATIVE.stat_files(paths[done:])
+                self.sizes[start + done : start + done + count] = memoryview(sizes).cast("q")
+                self.mtimes[start + done : start + done + count] = memoryview(mtimes).cast("q")
+                done += count
+                if done == len(paths):
                     break
-            listed = _stat(paths[len(sizes)], names[len(sizes)])  # names what stopped the native loop
-            sizes.append(listed.st_size)
-            mtimes.append(listed.st_mtime_ns)
-        return sizes, mtimes
+            listed = _stat(paths[done], names[done])  # names what stopped the native loop, if it ran
+            self.sizes[start + done], self.mtimes[start + done] = listed.st_size, listed.st_mtime_ns
+            done += 1
 
-    def digest(self, task: _Task, sizes: array[int], mtimes: array[int]) -> str:
+    def digest(self, task: _Task) -> str:
         """The task's hex digests, concatenated. With the native module, files under 1 MiB are
         read whole, a group at a time, into memory that stays in the core's cache and hashed 32 at
         a time; every other file is streamed through hashlib."""
         chosen = [
-            (index, size, mtime)
-            for index, size, mtime in zip(range(task.start, task.stop), sizes, mtimes, strict=True)
-            if (size >= _BIG) == task.large
+            (index, self.sizes[index], self.mtimes[index])
+            for index in range(task.start, task.stop)
+            if (self.sizes[index] >= _BIG) == task.large
         ]
         whole = [c for c in chosen if c[1] < _READ]
         digests = self._native_digests(_NATIVE, whole) if _NATIVE is not None and whole else {}
@@ -267,12 +267,12 @@ def _inherit(files: _Files) -> None:
     _inherited = files
 
 
-def _survey_inherited(start: int, stop: int) -> tuple[array[int], array[int]]:
-    return _inherited.survey(start, stop)
+def _survey_inherited(start: int, stop: int) -> None:
+    _inherited.survey(start, stop)
 
 
-def _digest_inherited(task: _Task, sizes: array[int], mtimes: array[int]) -> str:
-    return _inherited.digest(task, sizes, mtimes)
+def _digest_inherited(task: _Task) -> str:
+    return _inherited.digest(task)
 
 
 def _stat(path: str, name: str) -> os.stat_result:
