@@ -82,7 +82,8 @@ class Hashing:
     """Hashes the named files of `root` from construction on; `result()` waits for the Subjects.
 
     Use it as a context manager: leaving the block early (an error elsewhere) stops the workers.
-    Construction returns at once: the caller works while the files are stat'ed and hashed.
+    Construction waits only for the files to be stat'ed (raising InputError for one that cannot be);
+    the caller then works while they are hashed.
     """
 
     def __init__(self, root: Path, names: list[str], *, workers: int | None = None) -> None:
