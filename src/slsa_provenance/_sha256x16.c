@@ -203,6 +203,7 @@ static void finish(uint32_t state[16][16], int number, uint8_t *digest) {
 AVX512 static void digest_lanes(Message *messages, Py_ssize_t count, uint8_t *out) {
     State state;
     Lane lanes[LANES];
+    memset(&state, 0, sizeof state); /* idle lanes hash a zero block into a defined state */
     Py_ssize_t taken = 0;
     int busy = 0;
     qsort(messages, (size_t)count, sizeof *messages, longest_first);
