@@ -142,27 +142,34 @@ def test_an_error_in_a_worker_stops_the_others(tmp_path: Path) -> None:
 
 
 @lanes
-def test_the_native_loops_stop_at_a_file_that_is_not_as_listed(tmp_path: Path) -> None:
+def test_the_native_loops_refuse_a_file_that_is_not_as_listed(tmp_path: Path) -> None:
     paths = []
-    for index in range(3):
-        (tmp_path / f"f{index}").write_bytes(os.urandom(1000 + index))
+    for index, size in enumerate([1000, 300_000, 5 << 20, 0]):  # one chunk, several, many, none
+        (tmp_path / f"f{index}").write_bytes(os.urandom(size))
         paths.append(str(tmp_path / f"f{index}"))
     sizes, mtimes, count = _sha256x16.stat_files(paths)
-    assert count == 3 and array("q", sizes).tolist() == [1000, 1001, 1002]
-    arena = memoryview(bytearray(1 << 20))
-    digests, count = _sha256x16.digest_files(paths, array("q", sizes), array("q", mtimes), arena)
-    assert count == 3 and digests == expected([Path(p).read_bytes() for p in paths])
+    assert count == 4 and array("q", sizes).tolist() == [1000, 300_000, 5 << 20, 0]
+    arena = hashing._arena()[: hashing._NATIVE_ARENA]
 
-    Path(paths[1]).write_bytes(b"rewritten")
-    digests, count = _sha256x16.digest_files(paths, array("q", sizes), array("q", mtimes), arena)
-    assert count == 1 and digests == expected([Path(paths[0]).read_bytes()])
+    def digest_files() -> tuple[bytes, list[int]]:
+        digests, refused = _sha256x16.digest_files(paths, array("q", sizes), array("q", mtimes), arena)
+        return digests, list(refused)
 
+    assert digest_files() == (expected([Path(p).read_bytes() for p in paths]), [0, 0, 0, 0])
+    Path(paths[1]).write_bytes(os.urandom(300_001))  # grown
+    with open(paths[2], "r+b") as stream:  # rewritten in place: same size, new mtime
+        stream.seek(4 << 20)
+        stream.write(b"x")
+    listed = array("q", mtimes)[2]
+    os.utime(paths[2], ns=(listed, listed + 1_000_000))  # the clock may not have ticked since the listing
+    digests, refused = digest_files()
+    assert refused == [0, 1, 1, 0] and digests[:32] == expected([Path(paths[0]).read_bytes()])
     os.unlink(paths[1])
     os.mkfifo(paths[1])
     assert _sha256x16.stat_files(paths)[2] == 1
-    assert _sha256x16.digest_files(paths, array("q", sizes), array("q", mtimes), arena)[1] == 1
+    assert digest_files()[1][1] == 1
     os.unlink(paths[1])
-    assert _sha256x16.stat_files(paths)[2] == 1
+    assert _sha256x16.stat_files(paths)[2] == 1 and digest_files()[1][1] == 1
 
 
 @pytest.mark.parametrize("lanes_on", [True, False], ids=["lanes", "hashlib"])

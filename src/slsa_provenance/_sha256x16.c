@@ -7,15 +7,16 @@
  * stat_files(paths) -> (sizes, mtimes, count): int64 arrays as bytes, for the files in order
  *     while each is a regular file; `count` < len(paths) stops at one that is not, or cannot be
  *     stat'ed, for Python to name the problem.
- * digest_files(paths, sizes, mtimes, arena) -> (digests, count): the files read whole into
- *     `arena` a group at a time and hashed 32 at a time, while each is still the regular file
- *     listed with that size and mtime; stops like stat_files. Each file must fit in the arena.
+ * digest_files(paths, sizes, mtimes, arena) -> (digests, refused): the files hashed 32 at a time,
+ *     each read in 128 KiB chunks through its lane's part of `arena` (4 MiB + 8 KiB); refused[i] is 1 for
+ *     a file that was not the regular file listed with that size and mtime (its digest is zeros),
+ *     for Python to read again and name the problem.
  *
  * Why: a drop of many small files is bound by SHA-256 itself. One message at a time, even with
  * the SHA extensions, a core does about 1.8 GB/s; 32 in the lanes of two registers do about 6
  * (measured on the same core, see the README's performance section). The rounds are FIPS 180-4
  * section 6.2.2 as written; tests compare every result with hashlib. In C rather than Python
- * too: the loop that stats, opens, reads and checks each file, so that a small file costs its
+ * too: the loops that stat, open, read and check each file, so that a small file costs its
  * system calls and little more.
  */
 #define PY_SSIZE_T_CLEAN
@@ -38,6 +39,9 @@
 
 #define LANES 32 /* two groups of the 16 32-bit lanes of a 512-bit register */
 #define BLOCK 64
+#define CHUNK (128 * 1024) /* of a file, read into its lane's part of the arena at a time */
+/* The lanes' parts of the arena are not a power of two apart: their blocks would share cache sets. */
+#define LANE_SPAN (CHUNK + 4 * BLOCK)
 
 #if LANES_BUILT
 #define AVX512 __attribute__((target("avx512f,avx512bw")))
@@ -138,18 +142,24 @@ AVX512 static void compress(__m512i state[16], const uint8_t *const blocks[LANES
     }
 }
 
+/* A message to hash: bytes in memory, or a file read through its lane's part of the arena. */
 typedef struct {
-    const uint8_t *data;
-    size_t length;
-    Py_ssize_t index; /* the message's place in the output */
-} Message;
+    const uint8_t *memory; /* NULL for a file */
+    const char *path;
+    int64_t size;  /* its length; for a file, as listed */
+    int64_t mtime; /* for a file, as listed */
+    Py_ssize_t index; /* its place in the output */
+} Source;
 
 typedef struct {
-    const uint8_t *data;
-    size_t whole_blocks; /* blocks read straight from the message */
-    size_t blocks;       /* whole_blocks and the 1 or 2 blocks of the padded tail */
-    size_t next;
-    Py_ssize_t index; /* -1: idle */
+    const Source *source; /* NULL: idle */
+    int descriptor;       /* the file while it is read, else -1 */
+    int64_t read;         /* bytes of the file read so far */
+    uint8_t *buffer;      /* this lane's CHUNK bytes of the arena */
+    const uint8_t *data;  /* the whole blocks to hash now */
+    size_t blocks;        /* in `data` */
+    size_t total;         /* `blocks`, and the tail's once the message is complete */
+    size_t next;          /* the next block: in `data`, then in `tail` */
     uint8_t tail[2 * BLOCK];
 } Lane;
 
@@ -161,31 +171,23 @@ typedef union {
 #define WORD(state, i, lane) ((state)[8 * ((lane) / 16) + (i)][(lane) % 16])
 
 static int longest_first(const void *left, const void *right) {
-    size_t a = ((const Message *)left)->length, b = ((const Message *)right)->length;
+    int64_t a = ((const Source *)left)->size, b = ((const Source *)right)->size;
     return a < b ? 1 : a > b ? -1 : 0;
 }
 
-/* The tail: the last partial block, 0x80, zeros, and the length in bits, big-endian. */
-static void start(Lane *lane, uint32_t state[16][16], int number, const Message *message) {
-    size_t rest = message->length % BLOCK;
-    size_t tail_blocks = rest + 9 <= BLOCK ? 1 : 2;
-    uint64_t bits = (uint64_t)message->length * 8;
-    lane->data = message->data;
-    lane->whole_blocks = message->length / BLOCK;
-    lane->blocks = lane->whole_blocks + tail_blocks;
-    lane->next = 0;
-    lane->index = message->index;
+/* The message is complete: its last `count` (< 64) bytes, 0x80, zeros and its length in bits. */
+static void end_with(Lane *lane, const uint8_t *rest, size_t count) {
+    size_t tail_blocks = count + 9 <= BLOCK ? 1 : 2;
+    uint64_t bits = (uint64_t)lane->source->size * 8;
     memset(lane->tail, 0, sizeof lane->tail);
-    if (rest) {
-        memcpy(lane->tail, message->data + lane->whole_blocks * BLOCK, rest);
+    if (count) {
+        memcpy(lane->tail, rest, count);
     }
-    lane->tail[rest] = 0x80;
+    lane->tail[count] = 0x80;
     for (int k = 0; k < 8; k++) {
         lane->tail[tail_blocks * BLOCK - 1 - k] = (uint8_t)(bits >> (8 * k));
     }
-    for (int i = 0; i < 8; i++) {
-        WORD(state, i, number) = H0[i];
-    }
+    lane->total = lane->blocks + tail_blocks;
 }
 
 static void finish(uint32_t state[16][16], int number, uint8_t *digest) {
@@ -198,99 +200,59 @@ static void finish(uint32_t state[16][16], int number, uint8_t *digest) {
     }
 }
 
-/* Longest messages first, each lane taking the next message as soon as its own is done, so that
- * the lanes run out of work at about the same time. */
-AVX512 static void digest_lanes(Message *messages, Py_ssize_t count, uint8_t *out) {
-    State state;
-    Lane lanes[LANES];
-    memset(&state, 0, sizeof state); /* idle lanes hash a zero block into a defined state */
-    Py_ssize_t taken = 0;
-    int busy = 0;
-    qsort(messages, (size_t)count, sizeof *messages, longest_first);
-    for (int number = 0; number < LANES; number++) {
-        lanes[number].index = -1;
-        if (taken < count) {
-            start(&lanes[number], state.words, number, &messages[taken++]);
-            busy++;
-        }
-    }
-    while (busy) {
-        /* A run of steps in which no lane ends its message or passes from the message to its
-         * padded tail: every lane's next block simply follows its last. */
-        const uint8_t *blocks[LANES];
-        size_t stride[LANES], run = SIZE_MAX;
-        for (int number = 0; number < LANES; number++) {
-            Lane *lane = &lanes[number];
-            size_t left;
-            if (lane->index < 0) {
-                blocks[number] = IDLE_BLOCK;
-                stride[number] = 0;
-                continue;
-            }
-            if (lane->next < lane->whole_blocks) {
-                blocks[number] = lane->data + lane->next * BLOCK;
-                left = lane->whole_blocks - lane->next;
-            } else {
-                blocks[number] = lane->tail + (lane->next - lane->whole_blocks) * BLOCK;
-                left = lane->blocks - lane->next;
-            }
-            stride[number] = BLOCK;
-            run = left < run ? left : run;
-        }
-        for (size_t step = 0; step < run; step++) {
-            compress(state.vectors, blocks);
-            for (int number = 0; number < LANES; number++) {
-                blocks[number] += stride[number];
-            }
-        }
-        for (int number = 0; number < LANES; number++) {
-            Lane *lane = &lanes[number];
-            if (lane->index < 0 || (lane->next += run) < lane->blocks) {
-                continue;
-            }
-            finish(state.words, number, out + 32 * lane->index);
-            if (taken < count) {
-                start(lane, state.words, number, &messages[taken++]);
-            } else {
-                lane->index = -1;
-                busy--;
-            }
-        }
-    }
+static int64_t mtime_ns(const struct stat *listed) {
+    return (int64_t)listed->st_mtim.tv_sec * 1000000000 + listed->st_mtim.tv_nsec;
 }
 
-static int supported(void) {
-    __builtin_cpu_init();
-    return __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw");
-}
-#endif
-
-#if LANES_BUILT
-#define GROUP_FILES 128
-
-/* The file-system encodings of a list of str paths; `owners` keeps them alive. */
-static const char **encode_paths(PyObject *paths, PyObject **owners, Py_ssize_t count) {
-    const char **encoded = PyMem_Calloc((size_t)count + 1, sizeof *encoded);
-    if (encoded == NULL) {
-        PyErr_NoMemory();
-        return NULL;
-    }
-    for (Py_ssize_t i = 0; i < count; i++) {
-        owners[i] = PyUnicode_EncodeFSDefault(PyList_GetItem(paths, i));
-        if (owners[i] == NULL) {
-            PyMem_Free(encoded);
-            return NULL;
+/* Up to `wanted` bytes, stopping early at the end of the file or once `expected` are read (then
+ * the fstat that follows, not one more read, tells whether the file grew). */
+static int64_t read_fully(int descriptor, uint8_t *into, int64_t wanted, int64_t expected) {
+    int64_t done = 0;
+    while (done < wanted && done != expected) {
+        ssize_t count = read(descriptor, into + done, (size_t)(wanted - done));
+        if (count < 0 && errno == EINTR) {
+            continue;
         }
-        encoded[i] = PyBytes_AsString(owners[i]);
+        if (count < 0) {
+            return -1;
+        }
+        if (count == 0) {
+            break;
+        }
+        done += count;
     }
-    return encoded;
+    return done;
 }
 
-static void release_paths(PyObject **owners, Py_ssize_t count) {
-    for (Py_ssize_t i = 0; i < count; i++) {
-        Py_XDECREF(owners[i]);
+/* The lane's next chunk of its file; 0, or -1 when the file is not the regular file that was
+ * listed (same size and mtime). Never reads more than one byte past the listed size, so growth is
+ * seen and a FIFO or device put in its place (opened O_NONBLOCK) cannot keep the step reading. */
+static int refill(Lane *lane) {
+    const Source *source = lane->source;
+    int64_t wanted = source->size + 1 - lane->read;
+    wanted = wanted < CHUNK ? wanted : CHUNK;
+    int64_t got = read_fully(lane->descriptor, lane->buffer, wanted, source->size - lane->read);
+    if (got < 0) {
+        return -1;
     }
-    PyMem_Free(owners);
+    lane->read += got;
+    lane->data = lane->buffer;
+    lane->next = 0;
+    if (got == CHUNK && lane->read <= source->size) { /* a whole chunk; more may follow */
+        lane->blocks = lane->total = CHUNK / BLOCK;
+        return 0;
+    }
+    struct stat after;
+    int status = fstat(lane->descriptor, &after);
+    close(lane->descriptor);
+    lane->descriptor = -1;
+    if (lane->read != source->size || status != 0 || !S_ISREG(after.st_mode) || after.st_size != source->size ||
+        mtime_ns(&after) != source->mtime) {
+        return -1;
+    }
+    lane->blocks = (size_t)got / BLOCK;
+    end_with(lane, lane->buffer + lane->blocks * BLOCK, (size_t)got % BLOCK);
+    return 0;
 }
 
 /* The folder of the previous path, kept open: names are sorted, so a run of them shares a folder,
@@ -336,42 +298,141 @@ static void close_folder(Folder *folder) {
     }
 }
 
-static int64_t mtime_ns(const struct stat *listed) {
-    return (int64_t)listed->st_mtim.tv_sec * 1000000000 + listed->st_mtim.tv_nsec;
-}
-
-/* Read a file listed with `size` and `mtime` into `into` (room for size + 1 bytes, so that growth
- * is seen); 0 when it is still that regular file, -1 for anything else. O_NONBLOCK and the bound
- * on the read keep a FIFO or device put in its place from hanging the step. */
-static int read_listed(Folder *folder, const char *path, int64_t size, int64_t mtime, uint8_t *into) {
+/* Start `source` in the lane; -1 when it is a file that cannot be opened or read as listed. */
+static int begin(Lane *lane, uint32_t state[16][16], int number, const Source *source, Folder *folder) {
+    lane->source = source;
+    lane->descriptor = -1;
+    lane->read = 0;
+    for (int i = 0; i < 8; i++) {
+        WORD(state, i, number) = H0[i];
+    }
+    if (source->memory != NULL) {
+        lane->data = source->memory;
+        lane->blocks = (size_t)source->size / BLOCK;
+        lane->next = 0;
+        end_with(lane, source->memory + lane->blocks * BLOCK, (size_t)source->size % BLOCK);
+        return 0;
+    }
     const char *name;
-    int parent = folder_of(folder, path, &name);
-    int descriptor = parent == -1 ? -1 : openat(parent, name, O_RDONLY | O_NONBLOCK | O_CLOEXEC);
-    if (descriptor < 0) {
-        return -1;
-    }
-    int64_t done = 0;
-    while (done <= size) {
-        ssize_t count = read(descriptor, into + done, (size_t)(size + 1 - done));
-        if (count < 0 && errno == EINTR) {
-            continue;
+    int parent = folder_of(folder, source->path, &name);
+    lane->descriptor = parent == -1 ? -1 : openat(parent, name, O_RDONLY | O_NONBLOCK | O_CLOEXEC);
+    if (lane->descriptor < 0 || refill(lane) != 0) {
+        if (lane->descriptor >= 0) {
+            close(lane->descriptor);
+            lane->descriptor = -1;
         }
-        if (count <= 0) {
-            break;
-        }
-        done += count;
-        if (done == size) {
-            break;
-        }
-    }
-    struct stat after;
-    int status = fstat(descriptor, &after);
-    close(descriptor);
-    if (status != 0 || !S_ISREG(after.st_mode) || done != size || after.st_size != size ||
-        mtime_ns(&after) != mtime) {
         return -1;
     }
     return 0;
+}
+
+/* Give the lane the next source that starts; 0 when none is left. A file that cannot be read as
+ * listed is marked in `refused` (Python reads it again and names the problem). */
+static int take(Lane *lane, uint32_t state[16][16], int number, const Source *sources, Py_ssize_t count,
+                Py_ssize_t *taken, Folder *folder, uint8_t *refused) {
+    while (*taken < count) {
+        const Source *source = &sources[(*taken)++];
+        if (begin(lane, state, number, source, folder) == 0) {
+            return 1;
+        }
+        refused[source->index] = 1;
+    }
+    lane->source = NULL;
+    return 0;
+}
+
+/* Every source's digest into out[32 * index], longest first, each lane taking the next source as
+ * soon as its own is done, so that the lanes run out of work at about the same time. */
+AVX512 static void digest_lanes(Source *sources, Py_ssize_t count, uint8_t *arena, uint8_t *out,
+                                uint8_t *refused) {
+    State state;
+    Lane lanes[LANES];
+    Folder folder = {NULL, 0, -1};
+    Py_ssize_t taken = 0;
+    int busy = 0;
+    memset(&state, 0, sizeof state); /* idle lanes hash a zero block into a defined state */
+    qsort(sources, (size_t)count, sizeof *sources, longest_first);
+    for (int number = 0; number < LANES; number++) {
+        lanes[number].buffer = arena ? arena + (size_t)number * LANE_SPAN : NULL;
+        busy += take(&lanes[number], state.words, number, sources, count, &taken, &folder, refused);
+    }
+    while (busy) {
+        /* A run of steps in which no lane reaches the end of its blocks in hand: each lane's next
+         * block simply follows its last. */
+        const uint8_t *blocks[LANES];
+        size_t stride[LANES], run = SIZE_MAX;
+        for (int number = 0; number < LANES; number++) {
+            Lane *lane = &lanes[number];
+            size_t left;
+            if (lane->source == NULL) {
+                blocks[number] = IDLE_BLOCK;
+                stride[number] = 0;
+                continue;
+            }
+            if (lane->next < lane->blocks) {
+                blocks[number] = lane->data + lane->next * BLOCK;
+                left = lane->blocks - lane->next;
+            } else {
+                blocks[number] = lane->tail + (lane->next - lane->blocks) * BLOCK;
+                left = lane->total - lane->next;
+            }
+            stride[number] = BLOCK;
+            run = left < run ? left : run;
+        }
+        for (size_t step = 0; step < run; step++) {
+            compress(state.vectors, blocks);
+            for (int number = 0; number < LANES; number++) {
+                blocks[number] += stride[number];
+            }
+        }
+        for (int number = 0; number < LANES; number++) {
+            Lane *lane = &lanes[number];
+            if (lane->source == NULL || (lane->next += run) < lane->total) {
+                continue;
+            }
+            if (lane->total > lane->blocks) { /* the tail is hashed: the message is done */
+                finish(state.words, number, out + 32 * lane->source->index);
+            } else if (refill(lane) == 0) {
+                continue;
+            } else {
+                refused[lane->source->index] = 1;
+            }
+            busy -= 1 - take(lane, state.words, number, sources, count, &taken, &folder, refused);
+        }
+    }
+    close_folder(&folder);
+}
+
+static int supported(void) {
+    __builtin_cpu_init();
+    return __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw");
+}
+#endif
+
+#if LANES_BUILT
+/* The file-system encodings of a list of str paths; `owners` keeps them alive. */
+static const char **encode_paths(PyObject *paths, PyObject **owners, Py_ssize_t count) {
+    const char **encoded = PyMem_Calloc((size_t)count + 1, sizeof *encoded);
+    if (encoded == NULL) {
+        PyErr_NoMemory();
+        return NULL;
+    }
+    for (Py_ssize_t i = 0; i < count; i++) {
+        owners[i] = PyUnicode_EncodeFSDefault(PyList_GetItem(paths, i));
+        if (owners[i] == NULL) {
+            PyMem_Free(encoded);
+            return NULL;
+        }
+        encoded[i] = PyBytes_AsString(owners[i]);
+    }
+    return encoded;
+}
+
+static void release_paths(PyObject **owners, Py_ssize_t count) {
+    for (Py_ssize_t i = 0; i < count; i++) {
+        Py_XDECREF(owners[i]);
+    }
+    PyMem_Free(owners);
 }
 
 static Py_ssize_t stat_loop(const char **paths, Py_ssize_t count, int64_t *sizes, int64_t *mtimes) {
@@ -387,37 +448,6 @@ static Py_ssize_t stat_loop(const char **paths, Py_ssize_t count, int64_t *sizes
         sizes[i] = (int64_t)listed.st_size;
         mtimes[i] = mtime_ns(&listed);
     }
-    close_folder(&folder);
-    return i;
-}
-
-AVX512 static Py_ssize_t digest_loop(const char **paths, Py_ssize_t count, const int64_t *sizes,
-                                     const int64_t *mtimes, uint8_t *arena, size_t room, uint8_t *out) {
-    Message group[GROUP_FILES];
-    Folder folder = {NULL, 0, -1};
-    int grouped = 0;
-    size_t offset = 0;
-    Py_ssize_t i = 0;
-    for (; i < count; i++) {
-        size_t size = (size_t)sizes[i];
-        if (sizes[i] < 0 || size + 1 > room) {
-            break;
-        }
-        if (grouped == GROUP_FILES || offset + size + 1 > room) {
-            digest_lanes(group, grouped, out);
-            grouped = 0;
-            offset = 0;
-        }
-        if (read_listed(&folder, paths[i], sizes[i], mtimes[i], arena + offset) != 0) {
-            break;
-        }
-        group[grouped].data = arena + offset;
-        group[grouped].length = size;
-        group[grouped].index = i;
-        grouped++;
-        offset += size + 1;
-    }
-    digest_lanes(group, grouped, out);
     close_folder(&folder);
     return i;
 }
@@ -466,7 +496,8 @@ static PyObject *digest_files(PyObject *module, PyObject *args) {
     Py_buffer sizes = {0}, mtimes = {0}, arena = {0};
     PyObject **owners = NULL;
     const char **encoded = NULL;
-    uint8_t *out = NULL;
+    Source *sources = NULL;
+    uint8_t *out = NULL, *refused = NULL;
     PyObject *result = NULL;
     if (PyObject_GetBuffer(sizes_object, &sizes, PyBUF_SIMPLE) < 0) {
         return NULL;
@@ -477,30 +508,36 @@ static PyObject *digest_files(PyObject *module, PyObject *args) {
     if (PyObject_GetBuffer(arena_object, &arena, PyBUF_WRITABLE) < 0) {
         goto done;
     }
-    if (sizes.len != count * 8 || mtimes.len != count * 8) {
-        PyErr_SetString(PyExc_ValueError, "digest_files() needs an int64 size and mtime per path");
+    if (sizes.len != count * 8 || mtimes.len != count * 8 || arena.len < LANES * LANE_SPAN) {
+        PyErr_SetString(PyExc_ValueError, "digest_files() needs an int64 size and mtime per path, and its arena");
         goto done;
     }
     owners = PyMem_Calloc((size_t)count + 1, sizeof *owners);
-    out = PyMem_Malloc(32 * (size_t)count + 1);
-    if (owners == NULL || out == NULL) {
+    sources = PyMem_Calloc((size_t)count + 1, sizeof *sources);
+    out = PyMem_Calloc(32 * (size_t)count + 1, 1);
+    refused = PyMem_Calloc((size_t)count + 1, 1);
+    if (owners == NULL || sources == NULL || out == NULL || refused == NULL) {
         PyErr_NoMemory();
         goto done;
     }
     encoded = encode_paths(paths, owners, count);
     if (encoded != NULL) {
-        Py_ssize_t hashed;
+        for (Py_ssize_t i = 0; i < count; i++) {
+            sources[i] = (Source){NULL, encoded[i], ((int64_t *)sizes.buf)[i], ((int64_t *)mtimes.buf)[i], i};
+        }
         Py_BEGIN_ALLOW_THREADS
-        hashed = digest_loop(encoded, count, sizes.buf, mtimes.buf, arena.buf, (size_t)arena.len, out);
+        digest_lanes(sources, count, arena.buf, out, refused);
         Py_END_ALLOW_THREADS
-        result = Py_BuildValue("y#n", (const char *)out, hashed * 32, hashed);
+        result = Py_BuildValue("y#y#", (const char *)out, count * 32, (const char *)refused, count);
         PyMem_Free(encoded);
     }
 done:
     if (owners) {
         release_paths(owners, count);
     }
+    PyMem_Free(sources);
     PyMem_Free(out);
+    PyMem_Free(refused);
     if (sizes.obj) {
         PyBuffer_Release(&sizes);
     }
@@ -527,7 +564,7 @@ static PyObject *digest_many(PyObject *module, PyObject *messages) {
     }
     Py_ssize_t count = PyList_Size(messages);
     Py_buffer *views = PyMem_Calloc((size_t)count + 1, sizeof *views);
-    Message *table = PyMem_Calloc((size_t)count + 1, sizeof *table);
+    Source *table = PyMem_Calloc((size_t)count + 1, sizeof *table);
     PyObject *result = PyBytes_FromStringAndSize(NULL, 32 * count);
     Py_ssize_t held = 0;
     if (views == NULL || table == NULL || result == NULL) {
@@ -538,13 +575,11 @@ static PyObject *digest_many(PyObject *module, PyObject *messages) {
         if (PyObject_GetBuffer(PyList_GetItem(messages, held), &views[held], PyBUF_SIMPLE) < 0) {
             goto failed;
         }
-        table[held].data = views[held].buf;
-        table[held].length = (size_t)views[held].len;
-        table[held].index = held;
+        table[held] = (Source){views[held].buf, NULL, (int64_t)views[held].len, 0, held};
     }
     uint8_t *out = (uint8_t *)PyBytes_AsString(result);
     Py_BEGIN_ALLOW_THREADS
-    digest_lanes(table, count, out);
+    digest_lanes(table, count, NULL, out, NULL); /* memory is never refused */
     Py_END_ALLOW_THREADS
     for (Py_ssize_t i = 0; i < held; i++) {
         PyBuffer_Release(&views[i]);
@@ -571,7 +606,7 @@ static PyMethodDef methods[] = {
     {"digest_many", digest_many, METH_O, "SHA-256 digests (32 bytes each, in order) of a list of messages."},
 #if LANES_BUILT
     {"stat_files", stat_files, METH_O, "Sizes and mtimes of regular files, up to the first that is not."},
-    {"digest_files", digest_files, METH_VARARGS, "Digests of listed files, up to the first that changed."},
+    {"digest_files", digest_files, METH_VARARGS, "Digests of listed files, and which were not as listed."},
 #endif
     {NULL, NULL, 0, NULL},
 };

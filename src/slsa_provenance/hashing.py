@@ -10,9 +10,9 @@ Two rounds over one pool. First every file is stat'ed, into memory shared with t
 orders the work, and its size and modification time are what it must still have when it is read (a
 file that changes, grows, or is swapped for a FIFO or device is refused, and never read past its
 listed size). Then the files are hashed: files of 8 MiB or more first, largest first, one per task,
-so that a huge file never starts last; the rest in name order, in runs of up to 256 files or 16 MiB.
-Files under 1 MiB are read whole and hashed 32 at a time with AVX-512 where the CPU has it
-(`_sha256x16.c`), else by hashlib.
+so that a huge file never starts last; the rest in name order, in runs of up to 256 files or 64 MiB.
+A run is hashed 32 files at a time with AVX-512 where the CPU has it (`_sha256x16.c`), else one by
+one with hashlib.
 
 On Linux the pool is forked processes that inherit the list of names, so a task is a few numbers
 and per-file Python work runs without a shared GIL; elsewhere threads (reads and hashlib release
@@ -46,11 +46,10 @@ from slsa_provenance.provenance import Subject
 _READ = 1 << 20
 _BIG = 8 << 20
 _BATCH_FILES = 256
-_BATCH_BYTES = 16 << 20
+_BATCH_BYTES = 64 << 20
 _SURVEY_FILES = 2048
 _PROCESSES_FROM = 2 * _BATCH_FILES
-_GROUP_FILES = 128  # as in _sha256x16.c
-_GROUP_BYTES = 4 << 20
+_NATIVE_ARENA = 32 * ((128 << 10) + 256)  # 32 lanes x (128 KiB + 256), as in _sha256x16.c
 _PROGRESS_EVERY = 2.0
 # While the caller works (imports, validation), the pool's threads here wait for the GIL to hand
 # the workers their next task: 5 ms at Python's default interval, 0.5 ms at this one.
@@ -226,17 +225,15 @@ class _Files:
             done += 1
 
     def digest(self, task: _Task) -> str:
-        """The task's hex digests, concatenated. With the native module, files under 1 MiB are
-        read whole, a group at a time, into memory that stays in the core's cache and hashed 32 at
-        a time; every other file is streamed through hashlib."""
+        """The task's hex digests, concatenated. A run of files goes to the native module, 32 at a
+        time; a large file alone, and every file without the module, streams through hashlib."""
         chosen = [
             (index, self.sizes[index], self.mtimes[index])
             for index in range(task.start, task.stop)
             if (self.sizes[index] >= _BIG) == task.large
         ]
-        whole = [c for c in chosen if c[1] < _READ]
-        digests = self._native_digests(_NATIVE, whole) if _NATIVE is not None and whole else {}
-        stream = _arena()[_GROUP_BYTES + _GROUP_FILES :]
+        digests = self._native_digests(_NATIVE, chosen) if _NATIVE is not None and not task.large else {}
+        stream = _arena()[_NATIVE_ARENA:]
         return b"".join(
             digests.get(index)
             or _sha256(f"{self.root}/{self.names[index]}", self.names[index], size, mtime, stream)
@@ -244,20 +241,19 @@ class _Files:
         ).hex()
 
     def _native_digests(self, native: ModuleType, files: list[tuple[int, int, int]]) -> dict[int, bytes]:
-        """Digests by index, up to the first file the native loop refuses (Python reads that one
-        again and names the problem), then on from the next."""
-        arena = _arena()[: _GROUP_BYTES + _GROUP_FILES]
-        paths = [f"{self.root}/{self.names[index]}" for index, _, _ in files]
-        sizes = array("q", (size for _, size, _ in files))
-        mtimes = array("q", (mtime for _, _, mtime in files))
-        digests: dict[int, bytes] = {}
-        done = 0
-        while done < len(files):
-            joined, count = native.digest_files(paths[done:], sizes[done:], mtimes[done:], arena)
-            for position in range(count):
-                digests[files[done + position][0]] = joined[32 * position : 32 * position + 32]
-            done += count + 1  # the refused file is left to the streaming path
-        return digests
+        """Digests by index of the files the native loop read as they were listed; it leaves the
+        others to the streaming path, which reads them again and names the problem."""
+        joined, refused = native.digest_files(
+            [f"{self.root}/{self.names[index]}" for index, _, _ in files],
+            array("q", (size for _, size, _ in files)),
+            array("q", (mtime for _, _, mtime in files)),
+            _arena()[:_NATIVE_ARENA],
+        )
+        return {
+            index: joined[32 * position : 32 * position + 32]
+            for position, (index, _, _) in enumerate(files)
+            if not refused[position]
+        }
 
 
 _inherited = _Files("", [])  # replaced in each forked worker
@@ -356,11 +352,11 @@ _ARENAS = threading.local()
 
 
 def _arena() -> memoryview:
-    """This worker's reusable memory: a group of whole files, then a chunk for streaming. Reused,
-    it stays mapped and in the cache; a fresh buffer per file costs page faults and cache misses."""
+    """This worker's reusable memory: the native lanes' chunks, then hashlib's. Reused, it stays
+    mapped and in the cache; a fresh buffer per file costs page faults and cache misses."""
     arena: memoryview | None = getattr(_ARENAS, "view", None)
     if arena is None:
-        arena = _ARENAS.view = memoryview(bytearray(_GROUP_BYTES + _GROUP_FILES + _READ))
+        arena = _ARENAS.view = memoryview(bytearray(_NATIVE_ARENA + _READ))
     return arena
 
 
