@@ -170,6 +170,10 @@ def test_the_native_loops_refuse_a_file_that_is_not_as_listed(tmp_path: Path) ->
     assert digest_files()[1][1] == 1
     os.unlink(paths[1])
     assert _sha256x16.stat_files(paths)[2] == 1 and digest_files()[1][1] == 1
+    os.mkdir(paths[1])  # opens, then fails to read: the file is refused and closed
+    descriptors = len(os.listdir("/proc/self/fd"))
+    assert digest_files()[1][1] == 1
+    assert len(os.listdir("/proc/self/fd")) == descriptors
 
 
 @pytest.mark.parametrize("lanes_on", [True, False], ids=["lanes", "hashlib"])

@@ -224,8 +224,8 @@ static int64_t read_fully(int descriptor, uint8_t *into, int64_t wanted, int64_t
     return done;
 }
 
-/* The lane's next chunk of its file; 0, or -1 when the file is not the regular file that was
- * listed (same size and mtime). Never reads more than one byte past the listed size, so growth is
+/* The lane's next chunk of its file; 0, or -1 (the file closed) when it is not the regular file
+ * that was listed (same size and mtime). Never reads more than one byte past the listed size, so growth is
  * seen and a FIFO or device put in its place (opened O_NONBLOCK) cannot keep the step reading. */
 static int refill(Lane *lane) {
     const Source *source = lane->source;
@@ -233,6 +233,8 @@ static int refill(Lane *lane) {
     wanted = wanted < CHUNK ? wanted : CHUNK;
     int64_t got = read_fully(lane->descriptor, lane->buffer, wanted, source->size - lane->read);
     if (got < 0) {
+        close(lane->descriptor);
+        lane->descriptor = -1;
         return -1;
     }
     lane->read += got;
@@ -316,14 +318,7 @@ static int begin(Lane *lane, uint32_t state[16][16], int number, const Source *s
     const char *name;
     int parent = folder_of(folder, source->path, &name);
     lane->descriptor = parent == -1 ? -1 : openat(parent, name, O_RDONLY | O_NONBLOCK | O_CLOEXEC);
-    if (lane->descriptor < 0 || refill(lane) != 0) {
-        if (lane->descriptor >= 0) {
-            close(lane->descriptor);
-            lane->descriptor = -1;
-        }
-        return -1;
-    }
-    return 0;
+    return lane->descriptor < 0 ? -1 : refill(lane); /* a refused file is closed by refill */
 }
 
 /* Give the lane the next source that starts; 0 when none is left. A file that cannot be read as
