@@ -187,7 +187,7 @@ class Hashing:
 
 
 class _Task(NamedTuple):
-    """The files in [start, stop) of one kind: large (hashed alone) or not (hashed in groups)."""
+    """The files in [start, stop) of one kind: large (hashed alone) or not (a run, hashed 32 at a time)."""
 
     start: int
     stop: int
