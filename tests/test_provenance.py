@@ -165,3 +165,14 @@ def test_validate_subjects_names_the_bad_one() -> None:
         validate_subjects(["a", "b", "c"], ["a" * 64, "b" * 64, "C" * 64])
     with pytest.raises(Error, match=r"subject\.0\.name"):
         validate_subjects([""], ["a" * 64])
+
+
+@pytest.mark.parametrize(
+    "names",
+    [["plain.bin", "dir/app.exe"], ['say "hi".txt', "back\\slash", "line\nbreak", "del\x7f", "café.zip"]],
+    ids=["nothing-to-escape", "escapes"],
+)
+def test_both_ways_of_writing_subject_names_give_json_dumps_bytes(names: list[str]) -> None:
+    subjects = [Subject(name, "ab" * 32) for name in names]
+    whole = canonical_json(build_statement(context(), subjects))
+    assert canonical_statement(build_statement(context(), subjects[:1]), subjects) == whole
