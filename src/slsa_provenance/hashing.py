@@ -287,18 +287,10 @@ def _stat(path: str, name: str) -> os.stat_result:
     return listed
 
 
-def _read(
-    path: str,
-    name: str,
-    size: int,
-    mtime_ns: int,
-    buffer: memoryview,
-    consume: Callable[[memoryview], object] | None = None,
-) -> None:
-    """Read a file listed with `size` and `mtime_ns`: whole into `buffer` (without `consume`; the
-    buffer has room for one byte more), or through it in chunks given to `consume`. Never more than
-    one byte past the listed size: growth is seen, and a device put in its place cannot keep it
-    reading. Raises when it is not the regular file that was listed any more."""
+def _sha256(path: str, name: str, size: int, mtime_ns: int, buffer: memoryview) -> bytes:
+    """The digest of a file listed with `size` and `mtime_ns`, streamed through `buffer`. Never read
+    more than one byte past the listed size: growth is seen, and a device put in its place cannot
+    keep it reading. Raises when it is not the regular file that was listed any more."""
     try:
         descriptor = os.open(path, _OPEN_FLAGS)
     except OSError as exc:
@@ -306,15 +298,15 @@ def _read(
             f"cannot read {name}: {exc.strerror}",
             "make the file readable by the agent's user, or leave it out with --subject",
         ) from exc
+    hasher = hashlib.sha256()
     done = 0
     try:
         while done <= size:
-            window = buffer[: size + 1 - done] if consume else buffer[done : size + 1]
+            window = buffer[: size + 1 - done]
             count = _read_into(descriptor, window)
             if not count:
                 break
-            if consume:
-                consume(window[:count])
+            hasher.update(window[:count])
             done += count
             if done == size:  # one read for a file that fits; growth shows in the fstat below
                 break
@@ -332,6 +324,7 @@ def _read(
             f"{name} changed while it was being hashed",
             "run this step after every step that writes to the drop has finished",
         )
+    return hasher.digest()
 
 
 def _read_into(descriptor: int, window: memoryview) -> int:
@@ -340,12 +333,6 @@ def _read_into(descriptor: int, window: memoryview) -> int:
     data = os.read(descriptor, len(window))  # Windows: no readv
     window[: len(data)] = data
     return len(data)
-
-
-def _sha256(path: str, name: str, size: int, mtime_ns: int, buffer: memoryview) -> bytes:
-    hasher = hashlib.sha256()
-    _read(path, name, size, mtime_ns, buffer, hasher.update)
-    return hasher.digest()
 
 
 _ARENAS = threading.local()
