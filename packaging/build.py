@@ -238,10 +238,12 @@ def build() -> Path:
     shutil.rmtree(STAGE, ignore_errors=True)
     task = STAGE / TASK_FOLDER
     task.mkdir(parents=True)
-    for name in ("task.json", "index.js", "launch.py", "icon.png"):
+    shutil.copy(ROOT / "task.json", task / "task.json")
+    for name in ("index.js", "launch.py"):
         shutil.copy(ROOT / "task" / name, task / name)
-    (STAGE / "images").mkdir()
-    shutil.copy(ROOT / "images" / "extension-icon.png", STAGE / "images")
+    shutil.copy(ROOT / "icons" / "task-icon.png", task / "icon.png")  # the name the agent's UI looks for
+    (STAGE / "icons").mkdir()
+    shutil.copy(ROOT / "icons" / "extension-icon.png", STAGE / "icons")
     for name in ("vss-extension.json", "overview.md"):
         shutil.copy(ROOT / name, STAGE / name)
     packages = stage_dependencies(task)

@@ -58,18 +58,34 @@ def test_the_package_holds_what_the_marketplace_needs(extension: Path) -> None:
     contributions = json.loads((extension / "extension.vsomanifest").read_text())["contributions"]
     assert [c["type"] for c in contributions] == ["ms.vss-distributed-task.task"]
     assert (extension / contributions[0]["properties"]["name"] / "task.json").is_file()
-    assert png_size(extension / "images" / "extension-icon.png") == (128, 128)
+    assert png_size(extension / "icons" / "extension-icon.png") == (128, 128)
     assert png_size(extension / TASK / "icon.png") == (32, 32)
     task = json.loads((extension / TASK / "task.json").read_text())
     assert task["name"] == "SlsaProvenance" and task["version"]["Major"] == 1
     assert set(task["execution"]) == {"Node20_1", "Node24"}
 
 
+def test_the_repository_top_level_is_the_design_card_s() -> None:
+    """task.json at the root, every icon and its source in icons/, each top-level folder in the README."""
+    tracked = subprocess.run(
+        ["git", "ls-files"], cwd=REPO, capture_output=True, text=True, check=False
+    ).stdout.splitlines()
+    if not tracked:
+        pytest.skip("not a git checkout: the layout is read from git ls-files")
+    assert "task.json" in tracked and "vss-extension.json" in tracked
+    images = [p for p in tracked if p.endswith((".png", ".svg", ".ico"))]
+    assert sorted(images) == ["icons/extension-icon.png", "icons/icon.svg", "icons/task-icon.png"]
+    layout = (REPO / "README.md").read_text().split("## Layout", 1)[1].split("\n## ", 1)[0]
+    folders = {p.split("/", 1)[0] for p in tracked if "/" in p and not p.startswith(".")}
+    for folder in sorted(folders):
+        assert f"\n{folder}/" in layout, f"README.md's layout section does not list {folder}/"
+
+
 def test_manifests_match_their_schemas() -> None:
     import jsonschema
 
     task_schema = json.loads(shared_ref("schemas/tasks.schema.json").read_text())
-    jsonschema.Draft4Validator(task_schema).validate(json.loads((REPO / "task" / "task.json").read_text()))
+    jsonschema.Draft4Validator(task_schema).validate(json.loads((REPO / "task.json").read_text()))
     extension_schema = json.loads(shared_ref("schemas/vss-extension.schema.json").read_text())
     jsonschema.Draft7Validator(extension_schema).validate(
         json.loads((REPO / "vss-extension.json").read_text())
@@ -77,7 +93,7 @@ def test_manifests_match_their_schemas() -> None:
 
 
 def test_every_input_has_help_a_label_and_a_group_that_exists() -> None:
-    task = json.loads((REPO / "task" / "task.json").read_text())
+    task = json.loads((REPO / "task.json").read_text())
     groups = {g["name"] for g in task["groups"]}
     for item in task["inputs"]:
         assert item["label"] and item["helpMarkDown"], item["name"]
@@ -307,12 +323,12 @@ def test_no_usable_python_fails_with_the_remedy(
 
 def test_the_readme_documents_every_input() -> None:
     readme = (REPO / "README.md").read_text()
-    for item in json.loads((REPO / "task" / "task.json").read_text())["inputs"]:
+    for item in json.loads((REPO / "task.json").read_text())["inputs"]:
         assert f"| `{item['name']}` |" in readme, f"README.md lacks the input {item['name']}"
 
 
 def test_documented_pipelines_use_only_real_inputs() -> None:
-    names = {item["name"] for item in json.loads((REPO / "task" / "task.json").read_text())["inputs"]}
+    names = {item["name"] for item in json.loads((REPO / "task.json").read_text())["inputs"]}
 
     def depth(line: str) -> int:
         return len(line) - len(line.lstrip())
