@@ -327,27 +327,6 @@ def test_the_readme_documents_every_input() -> None:
         assert f"| `{item['name']}` |" in readme, f"README.md lacks the input {item['name']}"
 
 
-def test_documented_pipelines_use_only_real_inputs() -> None:
-    names = {item["name"] for item in json.loads((REPO / "task.json").read_text())["inputs"]}
-
-    def depth(line: str) -> int:
-        return len(line) - len(line.lstrip())
-
-    for example in sorted((REPO / "docs" / "pipelines").glob("*.yml")):
-        lines = example.read_text().splitlines()
-        starts = [i for i, line in enumerate(lines) if "task: SlsaProvenance@1" in line]
-        assert starts, example
-        for start in starts:
-            at = next(i for i in range(start, len(lines)) if lines[i].strip() == "inputs:")
-            used = []
-            for line in lines[at + 1 :]:
-                if line.strip() and depth(line) <= depth(lines[at]):
-                    break
-                if line.strip() and depth(line) == depth(lines[at]) + 2:
-                    used.append(line.strip().split(":", 1)[0])
-            assert used and set(used) <= names, f"{example.name}: {set(used) - names}"
-
-
 def test_no_secret_leaks_from_the_packaged_step(
     extension: Path, drop: Path, tmp_path: Path, azure: AzureStack
 ) -> None:
