@@ -46,9 +46,34 @@ def _parser() -> argparse.ArgumentParser:
     gen.add_argument(
         "--drop",
         type=Path,
-        default=_env_path("BUILD_ARTIFACTSTAGINGDIRECTORY"),
-        required=not os.environ.get("BUILD_ARTIFACTSTAGINGDIRECTORY"),
-        help="folder of the build's artifacts (default: $BUILD_ARTIFACTSTAGINGDIRECTORY)",
+        help="folder of the build's artifacts (default: $BUILD_ARTIFACTSTAGINGDIRECTORY, unless only "
+        "images are attested)",
+    )
+    gen.add_argument(
+        "--image",
+        action="append",
+        default=[],
+        metavar="REF",
+        help="a pushed image, REGISTRY/REPO@sha256:HEX (or :TAG, resolved at the registry); repeatable",
+    )
+    gen.add_argument(
+        "--docker-output",
+        action="append",
+        default=[],
+        type=Path,
+        metavar="FILE",
+        help="a Docker@2 DockerOutput file: every image it pushed is attested; repeatable",
+    )
+    gen.add_argument(
+        "--attach",
+        action="store_true",
+        help="push the signed provenance to each image's registry (OCI referrer)",
+    )
+    gen.add_argument(
+        "--attach-format",
+        choices=("referrers", "cosign", "both"),
+        default="referrers",
+        help="referrers: OCI 1.1 referrer (cosign v3, Kyverno, gh); cosign: legacy sha256-<hex>.att; both",
     )
     gen.add_argument(
         "--subject",
@@ -114,8 +139,14 @@ def _parser() -> argparse.ArgumentParser:
     gen.set_defaults(run=_generate)
 
     ver = commands.add_parser("verify", help="check provenance before deploying its artifacts")
+    ver.add_argument("--provenance", type=Path, metavar="FILE", help="the .intoto.jsonl envelope")
     ver.add_argument(
-        "--provenance", type=Path, required=True, metavar="FILE", help="the .intoto.jsonl envelope"
+        "--image",
+        action="append",
+        default=[],
+        metavar="REF",
+        help="verify an image by the attestations attached to it in its registry "
+        "(REGISTRY/REPO@sha256:HEX or :TAG); repeatable, instead of --provenance",
     )
     ver.add_argument(
         "--key",
@@ -177,10 +208,17 @@ def _generate(args: argparse.Namespace) -> int:
             "WARNING: --signer none: the provenance will be UNSIGNED and no verifier will accept it",
             file=sys.stderr,
         )
+    images = bool(args.image or args.docker_output)
+    drop = args.drop or (None if images else _env_path("BUILD_ARTIFACTSTAGINGDIRECTORY"))
+    if drop is None and not images:
+        raise InputError("no drop folder given", "pass --drop with the build's output, or --image")
     started = time.monotonic()
     result = generate(
         GenerateOptions(
-            drop=args.drop,
+            drop=drop,
+            images=args.image,
+            docker_outputs=args.docker_output,
+            attach_format=args.attach_format if args.attach else "",
             signer_uri=args.signer,
             patterns=args.subject,
             output_dir=args.output_dir,
@@ -200,10 +238,10 @@ def _generate(args: argparse.Namespace) -> int:
     size = sum(s.size for s in result.subjects)
     ctx = result.context
     confirmed = "confirmed by the server" if ctx.server_confirmed else "NOT confirmed by the server"
-    print(
-        f"subjects:  {len(result.subjects)} files, {_bytes(size)} hashed in "
-        f"{time.monotonic() - started:.1f} s"
-    )
+    files = len(result.subjects) - len(result.images)
+    print(f"subjects:  {files} files, {_bytes(size)} hashed in {time.monotonic() - started:.1f} s")
+    for image in result.images:
+        print(f"image:     {image.reference.name}@{image.manifest.digest}")
     print(f"source:    {ctx.repository_uri}@{ctx.source_branch} {ctx.source_version} ({confirmed})")
     for sbom in result.sboms:
         print(f"sbom:      {sbom.name} sha256:{sbom.sha256}")
@@ -212,6 +250,10 @@ def _generate(args: argparse.Namespace) -> int:
     print(f"wrote:     {result.envelope_path}")
     if result.bundle_path:
         print(f"           {result.bundle_path} (Sigstore bundle v0.3)")
+    for attached in result.attached:
+        print(f"attached:  {attached.line()}")
+    if result.images:
+        print(f"registry:  {result.registry_requests} HTTP requests")
     return 0
 
 
@@ -244,9 +286,9 @@ def _verify(args: argparse.Namespace) -> int:
     from slsa_provenance.subjects import artifact_digests
     from slsa_provenance.verify import MAX_ENVELOPE, Expectations, run_checks
 
-    artifacts = artifact_digests(args.artifact, args.digest)
+    if bool(args.provenance) == bool(args.image):
+        raise InputError("verify needs either --provenance or --image", "pass one of them")
     keys = [trusted_key(k, os.environ) for k in args.key]
-    envelope = read_limited(args.provenance, "provenance", MAX_ENVELOPE)
     sbom = sha256_file(args.sbom)[0] if args.sbom else None
     expected = Expectations(
         builder_id=args.builder_id,
@@ -256,6 +298,15 @@ def _verify(args: argparse.Namespace) -> int:
         sbom_sha256=sbom,
         **({"build_type": args.build_type} if args.build_type else {}),
     )
+    if args.image:
+        from slsa_provenance.image_verify import verify_images
+
+        reports = verify_images(args.image, keys, expected, os.environ)
+        for line in (line for report in reports for line in report.lines()):
+            print(line)
+        return 0 if all(r.passed for r in reports) else 1
+    artifacts = artifact_digests(args.artifact, args.digest)
+    envelope = read_limited(args.provenance, "provenance", MAX_ENVELOPE)
     report = run_checks(envelope, keys, expected, artifacts)
     for result in report.results:
         print(result.line())

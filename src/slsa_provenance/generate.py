@@ -14,6 +14,7 @@ one atomic write.
 
 from __future__ import annotations
 
+import datetime
 import hashlib
 import os
 from collections.abc import Mapping, Sequence
@@ -22,11 +23,14 @@ from pathlib import Path
 from typing import Any
 
 from slsa_provenance import dsse
+from slsa_provenance.attach import Attached, attach
 from slsa_provenance.bundle import bundle_parts
 from slsa_provenance.context import RunContext
 from slsa_provenance.errors import Error, InputError
 from slsa_provenance.files import write_files
-from slsa_provenance.hashing import ProgressCallback
+from slsa_provenance.hashing import Hashing, ProgressCallback
+from slsa_provenance.images import Image, ImageReference, image_references, resolve
+from slsa_provenance.oci import Registries
 from slsa_provenance.provenance import ResourceDescriptor, Subject, build_statement, canonical_statement
 from slsa_provenance.sbom import MODES as SBOM_MODES
 from slsa_provenance.sbom import SBOM_REMEDY, Sbom, describe, find_sboms, mismatches
@@ -43,7 +47,8 @@ BUNDLE_NAME = "provenance.sigstore.json"
 
 @dataclass(frozen=True)
 class GenerateOptions:
-    drop: Path
+    drop: Path | None
+    """None when only images are attested: `output_dir` is then required."""
     signer_uri: str
     patterns: Sequence[str] = ()
     output_dir: Path | None = None
@@ -57,6 +62,12 @@ class GenerateOptions:
     sources: Path | None = None
     """The checked-out sources, for their submodules; default $BUILD_SOURCESDIRECTORY."""
     environment: Mapping[str, str] = field(default_factory=lambda: dict(os.environ))
+    images: Sequence[str] = ()
+    """Image references, `REGISTRY/REPO@sha256:HEX` or `REGISTRY/REPO:TAG` (resolved)."""
+    docker_outputs: Sequence[Path] = ()
+    """Docker@2 DockerOutput files: every image they pushed is a subject too."""
+    attach_format: str = ""
+    """Push the attestation to each image's registry: referrers, cosign or both; '' does not."""
 
 
 @dataclass(frozen=True)
@@ -69,46 +80,71 @@ class GenerateResult:
     envelope_path: Path
     bundle_path: Path | None
     warnings: list[str]
+    images: list[Image] = field(default_factory=list)
+    attached: list[Attached] = field(default_factory=list)
+    registry_requests: int = 0
 
 
 def generate(options: GenerateOptions, on_progress: ProgressCallback | None = None) -> GenerateResult:
-    """Raises InputError for unusable input and Error when signing or writing fails."""
+    """Raises InputError for unusable input and Error when signing, writing or attaching fails."""
     if options.sbom_check not in SBOM_MODES:
         raise InputError(f"the SBOM check is {options.sbom_check!r}", f"use one of {', '.join(SBOM_MODES)}")
-    with start_hashing(options.drop, options.patterns) as hashing:
+    references = image_references(options.images, options.docker_outputs)
+    output_dir = _output_dir(options, references)
+    with (
+        Registries(options.environment) as registries,
+        start_hashing(options.drop, options.patterns) if options.drop else Hashing(Path(), []) as hashing,
+    ):
         signer = (
             None
             if options.signer_uri.strip() == UNSIGNED
             else from_uri(options.signer_uri, options.environment)
         )
         context = _context(options)
-        sboms = find_sboms(options.drop, options.sbom, check_sidecar=options.sbom_check != "off")
+        sboms = (
+            find_sboms(options.drop, options.sbom, check_sidecar=options.sbom_check != "off")
+            if options.drop
+            else []
+        )
         shape = _shape(options, context, sboms)
-        subjects = hashing.result(on_progress)
-    warnings = _check_sboms(options, sboms, subjects)
-    validate_subjects([s.name for s in subjects], [s.sha256 for s in subjects])
-    payload = canonical_statement(shape, subjects)
-    if signer is None:
-        envelope = dsse.Envelope(payload=payload, payload_type=dsse.PAYLOAD_TYPE, signatures=())
-        keyid = ""
-    else:
-        envelope = dsse.sign(payload, dsse.PAYLOAD_TYPE, signer)
-        try:
-            dsse.verify(envelope, [signer.public_key()])
-        except Error as exc:
-            raise Error(
-                "the new signature does not verify with the signer's own public key",
-                "the key or the signing service is faulty; nothing was written",
-            ) from exc
-        keyid = signer.keyid
-    output_dir = options.output_dir or options.drop / OUTPUT_FOLDER
-    envelope_path = output_dir / ENVELOPE_NAME
-    envelope_json = envelope.to_json()
-    files: dict[Path, tuple[bytes, ...]] = {envelope_path: (envelope_json, b"\n")}
-    bundle_path = output_dir / BUNDLE_NAME if envelope.signatures else None
-    if bundle_path:
-        files[bundle_path] = (*bundle_parts(envelope_json, keyid), b"\n")
-    write_files(files)
+        images = resolve(registries, references, push=bool(options.attach_format))
+        files = hashing.result(on_progress)
+        warnings = _check_sboms(options, sboms, files)
+        subjects = [*files, *(image.subject for image in images)]
+        validate_subjects([s.name for s in subjects], [s.sha256 for s in subjects])
+        payload = canonical_statement(shape, subjects)
+        if signer is None:
+            envelope = dsse.Envelope(payload=payload, payload_type=dsse.PAYLOAD_TYPE, signatures=())
+            keyid = ""
+        else:
+            envelope = dsse.sign(payload, dsse.PAYLOAD_TYPE, signer)
+            try:
+                dsse.verify(envelope, [signer.public_key()])
+            except Error as exc:
+                raise Error(
+                    "the new signature does not verify with the signer's own public key",
+                    "the key or the signing service is faulty; nothing was written",
+                ) from exc
+            keyid = signer.keyid
+        envelope_path = output_dir / ENVELOPE_NAME
+        envelope_json = envelope.to_json()
+        written: dict[Path, tuple[bytes, ...]] = {envelope_path: (envelope_json, b"\n")}
+        bundle_path = output_dir / BUNDLE_NAME if envelope.signatures else None
+        if bundle_path:
+            written[bundle_path] = (*bundle_parts(envelope_json, keyid), b"\n")
+        write_files(written)
+        attached = (
+            attach(
+                registries,
+                images,
+                b"".join(written[bundle_path]),
+                envelope_json,
+                options.attach_format,
+                _created(context),
+            )
+            if options.attach_format and bundle_path
+            else []
+        )
     return GenerateResult(
         context=context,
         subjects=subjects,
@@ -118,7 +154,37 @@ def generate(options: GenerateOptions, on_progress: ProgressCallback | None = No
         envelope_path=envelope_path,
         bundle_path=bundle_path,
         warnings=warnings,
+        images=images,
+        attached=attached,
+        registry_requests=registries.requests,
     )
+
+
+def _output_dir(options: GenerateOptions, images: list[ImageReference]) -> Path:
+    """Where the provenance goes; refuses, before any work, what cannot be done."""
+    if options.attach_format and not images:
+        raise InputError("attaching was asked for, but no image is given", "pass --image, or drop --attach")
+    if options.attach_format and options.signer_uri.strip() == UNSIGNED:
+        raise InputError("unsigned provenance cannot be attached to images", "sign it with a key")
+    if options.output_dir:
+        return options.output_dir
+    if options.drop:
+        return options.drop / OUTPUT_FOLDER
+    if images:
+        raise InputError(
+            "with images alone there is no drop to write the provenance into", "pass --output-dir"
+        )
+    raise InputError(
+        "nothing to attest", "pass --drop with the build's output, or --image with a pushed image"
+    )
+
+
+def _created(context: RunContext) -> str:
+    """The referrer's creation time: the run's start (re-attaching the same bundle is then a no-op
+    digest), or now."""
+    if context.started_on:
+        return context.started_on
+    return datetime.datetime.now(datetime.UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
 def _shape(options: GenerateOptions, context: RunContext, sboms: list[Sbom]) -> dict[str, Any]:

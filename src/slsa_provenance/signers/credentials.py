@@ -62,6 +62,12 @@ def from_service_connection(env: Mapping[str, str]) -> Any:
     )
 
 
+def service_connection_tenant(env: Mapping[str, str]) -> str:
+    """The tenant of the task's service connection, or '' when there is none."""
+    connection = env.get(CONNECTION_INPUT, "").strip()
+    return _Endpoint(env, connection).parameter("TENANTID", required=False) if connection else ""
+
+
 class _Endpoint:
     def __init__(self, env: Mapping[str, str], connection: str) -> None:
         self.env, self.connection, self.key = env, connection, connection.upper().replace("-", "_")
