@@ -105,6 +105,7 @@ def test_every_input_has_help_a_label_and_a_group_that_exists() -> None:
         "statementSha256",
         "subjectCount",
         "keyId",
+        "attachedReferrers",
     ]
 
 

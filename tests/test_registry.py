@@ -356,3 +356,48 @@ def test_registry_round_trips_are_counted(  # type: ignore[no-untyped-def]
     # API: empty blob HEAD, bundle HEAD/POST/PUT, manifest PUT, referrers GET, tag GET/PUT/GET
     assert requests <= 14, err
     print(f"registry requests to resolve and attach one image without the referrers API: {requests}")
+
+
+def test_the_step_attests_and_attaches_images_alone_then_verifies_them(  # type: ignore[no-untyped-def]
+    acr: AzureStack, registry: DockerRegistry, key_files, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from slsa_provenance import task
+
+    repo = repository()
+    digest = registry.push_image(repo, "v2")
+    staging = tmp_path / "staging"
+    staging.mkdir()
+    private, public = key_files["ecdsa-p256"]
+    inputs = {
+        "INPUT_COMMAND": "generate",
+        "INPUT_DROPFOLDER": str(staging),
+        "INPUT_SIGNINGMETHOD": "localKey",
+        "INPUT_LOCALKEYFILE": str(private),
+        "INPUT_IMAGES": f"{registry.host}/{repo}:v2\n",
+        "INPUT_ATTACHTOIMAGES": "true",
+        "INPUT_ATTACHFORMAT": "both",
+    }
+    assert task.main({**acr.env, **inputs, "AGENT_TEMPDIRECTORY": str(tmp_path)}) == 0
+    out = capsys.readouterr().out
+    assert "##vso[task.complete result=Succeeded]" in out, out
+    assert "holds no files: attesting the images alone" in out
+    variable = next(line for line in out.splitlines() if "variable=attachedReferrers" in line)
+    assert f"{registry.host}/{repo}@sha256:" in variable and f":sha256-{digest[7:]}.att" in variable
+    assert (staging / "_manifest" / "slsa_1.0" / "provenance.sigstore.json").is_file()
+
+    verify_inputs = {
+        "INPUT_COMMAND": "verify",
+        "INPUT_VERIFYIMAGES": f"{registry.host}/{repo}@{digest}",
+        "INPUT_TRUSTEDKEYS": str(public),
+        "INPUT_EXPECTEDREF": "refs/heads/main",
+    }
+    assert task.main({**acr.env, **verify_inputs, "AGENT_TEMPDIRECTORY": str(tmp_path)}) == 0
+    out = capsys.readouterr().out
+    assert "##vso[task.complete result=Succeeded]all 1 images verified" in out, out
+    assert f"PASSED: {registry.host}/{repo}@{digest} (referrer sha256:" in out
+
+    verify_inputs["INPUT_EXPECTEDREF"] = "refs/tags/*"
+    task.main({**acr.env, **verify_inputs, "AGENT_TEMPDIRECTORY": str(tmp_path)})
+    out = capsys.readouterr().out
+    assert "##vso[task.complete result=Failed]1 of 1 images failed verification" in out
+    assert "(7) ref: workflow.ref: got 'refs/heads/main', expected 'refs/tags/*'" in out

@@ -15,10 +15,15 @@ import time
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from slsa_provenance import vso
 from slsa_provenance.errors import Error, InputError
 from slsa_provenance.hashing import Progress
+
+if TYPE_CHECKING:
+    from slsa_provenance.keys import PublicKey
+    from slsa_provenance.verify import Expectations
 
 
 @dataclass(frozen=True)
@@ -69,7 +74,7 @@ def _fail(message: str) -> None:
 
 
 def _generate(inputs: Inputs) -> str:
-    from slsa_provenance.generate import GenerateOptions, generate
+    from slsa_provenance.generate import OUTPUT_FOLDER, GenerateOptions, generate
 
     env = inputs.env
     drop = Path(inputs.get("dropFolder") or env.get("BUILD_ARTIFACTSTAGINGDIRECTORY", ""))
@@ -88,12 +93,17 @@ def _generate(inputs: Inputs) -> str:
     else:
         raise InputError(f"signingMethod is {method!r}", "use keyVault, localKey or unsigned")
     output = inputs.get("outputFolder")
+    images, docker_outputs = inputs.lines("images"), [Path(p) for p in inputs.lines("dockerOutput")]
+    attested: Path | None = drop
+    if (images or docker_outputs) and not _has_files(drop):  # a container build leaves its drop empty
+        print(f"The drop folder {drop} holds no files: attesting the images alone")
+        output, attested = output or str(drop / OUTPUT_FOLDER), None
     print("##[group]Hashing the drop and writing provenance")
     started = time.monotonic()
     try:
         result = generate(
             GenerateOptions(
-                drop=drop,
+                drop=attested,
                 signer_uri=signer,
                 patterns=inputs.lines("subjects"),
                 output_dir=Path(output) if output else None,
@@ -105,6 +115,11 @@ def _generate(inputs: Inputs) -> str:
                 sbom_packages=inputs.flag("sbomPackages", False),
                 allow_pull_request=inputs.flag("allowPullRequest", False),
                 environment=env,
+                images=images,
+                docker_outputs=docker_outputs,
+                attach_format=inputs.get("attachFormat", "referrers")
+                if inputs.flag("attachToImages", False)
+                else "",
             ),
             on_progress=_report_progress,
         )
@@ -127,6 +142,7 @@ def _generate(inputs: Inputs) -> str:
         "statementSha256": result.statement_sha256,
         "subjectCount": str(len(result.subjects)),
         "keyId": result.keyid,
+        "attachedReferrers": ",".join(a.line() for a in result.attached),
     }
     for name, value in outputs.items():
         vso.emit("task.setvariable", value, variable=name)
@@ -141,11 +157,20 @@ def _generate(inputs: Inputs) -> str:
             f"- **Signed by:** `{result.keyid or 'nobody (unsigned)'}`",
             f"- **Statement:** `sha256:{result.statement_sha256}`",
             *[f"- **SBOM:** `{s.name}` `sha256:{s.sha256}`" for s in result.sboms],
+            *[f"- **Image:** `{i.reference.name}@{i.manifest.digest}`" for i in result.images],
             f"- **Written:** `{result.envelope_path}`",
+            *[f"- **Attached:** `{a.line()}`" for a in result.attached],
             f"- **SLSA level claimed:** {_level(bool(result.keyid), ctx.server_confirmed)}",
         ],
     )
     return f"provenance for {len(result.subjects)} subjects written to {result.envelope_path}"
+
+
+def _has_files(folder: Path) -> bool:
+    """Whether anything but `_manifest/` is below `folder`."""
+    if not folder.is_dir():
+        return False
+    return any(entry.name != "_manifest" for entry in folder.iterdir())
 
 
 def _level(signed: bool, confirmed: bool) -> str:
@@ -168,17 +193,19 @@ def _verify(inputs: Inputs) -> str:
     from slsa_provenance.subjects import artifact_digests
     from slsa_provenance.verify import MAX_ENVELOPE, Expectations, run_checks
 
-    provenance = Path(inputs.required("provenanceFile", "Provenance file"))
     keys = [trusted_key(k, inputs.env) for k in inputs.lines("trustedKeys")]
     if not keys:
         raise InputError("the task input 'trustedKeys' is empty", "list the trusted public key files")
-    artifacts = artifact_digests([Path(p) for p in inputs.lines("artifacts")], [])
     expected = Expectations(
         builder_id=inputs.get("expectedBuilderId") or None,
         source_uri=inputs.get("expectedRepository") or None,
         source_ref=inputs.get("expectedRef") or None,
         **({"build_type": inputs.get("expectedBuildType")} if inputs.get("expectedBuildType") else {}),
     )
+    if inputs.lines("verifyImages"):
+        return _verify_images(inputs.lines("verifyImages"), keys, expected, inputs.env)
+    provenance = Path(inputs.required("provenanceFile", "Provenance file"))
+    artifacts = artifact_digests([Path(p) for p in inputs.lines("artifacts")], [])
     report = run_checks(read_limited(provenance, "provenance", MAX_ENVELOPE), keys, expected, artifacts)
     for result in report.results:
         print(vso.neutralize(result.line()))
@@ -193,6 +220,27 @@ def _verify(inputs: Inputs) -> str:
             "do not deploy these artifacts",
         )
     return f"all {len(passed)} artifacts verified (signed by {report.keyid})"
+
+
+def _verify_images(
+    references: list[str], keys: list[PublicKey], expected: Expectations, env: Mapping[str, str]
+) -> str:
+    from slsa_provenance.image_verify import verify_images
+
+    reports = verify_images(references, keys, expected, env)
+    for line in (line for report in reports for line in report.lines()):
+        print(vso.neutralize(line))
+    failed = [r for r in reports if not r.passed]
+    vso.emit("task.setvariable", str(len(reports) - len(failed)), variable="subjectCount")
+    keyid = next((a.keyid for r in reports for a in r.attestations if not a.error), "")
+    vso.emit("task.setvariable", keyid, variable="keyId")
+    if failed:
+        raise Error(
+            f"{len(failed)} of {len(reports)} images failed verification; first: "
+            f"{failed[0].lines()[-1].removeprefix('FAILED: ')}",
+            "do not deploy these images",
+        )
+    return f"all {len(reports)} images verified"
 
 
 def _summary(env: Mapping[str, str], lines: list[str]) -> None:
