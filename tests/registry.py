@@ -268,3 +268,81 @@ class DockerRegistry:
         return self._session(repository).get(
             f"https://{self.host}/v2/{repository}/{path}", headers={"Accept": accept}, timeout=10
         )
+
+
+class ReferrersProxy(HttpsServer):
+    """In front of the registry, the part of distribution-spec v1.1 that 2.8.2 lacks: `OCI-Subject` on
+    a manifest PUT with a `subject` (unless `oci_subject` is off) and `GET /v2/<repo>/referrers/<digest>`
+    answered with an image index (authorised by the registry itself). `after_tag_put`, when set, runs
+    once after the next tag-index PUT: a concurrent writer."""
+
+    def __init__(self, ca: CertificateAuthority, registry: DockerRegistry) -> None:
+        super().__init__(ca)
+        self.registry = registry
+        self.oci_subject = True
+        self.referrers: dict[tuple[str, str], list[dict[str, Any]]] = {}
+        self.after_tag_put: Any = None
+        self.route("GET", r"/v2/(.+)/referrers/(sha256:[0-9a-f]{64})", self._referrers)
+        for method in ("GET", "HEAD", "POST", "PUT"):
+            self.route(method, r"/v2/.*", self._forward)
+
+    @property
+    def host(self) -> str:
+        return f"127.0.0.1:{self.port}"
+
+    def _upstream(self, request: Request, method: str, path: str) -> requests.Response:
+        query = "&".join(f"{k}={v}" for k, v in request.query.items())
+        headers = {
+            k: v for k, v in request.headers.items() if k in ("authorization", "accept", "content-type")
+        }
+        return requests.request(
+            method,
+            f"https://{self.registry.host}{path}{'?' + query if query else ''}",
+            headers=headers,
+            data=request.body or None,
+            verify=str(self.registry.ca.ca_pem),
+            allow_redirects=False,
+            timeout=10,
+        )
+
+    def _forward(self, request: Request) -> Response:
+        answer = self._upstream(request, request.method, request.path)
+        keep = (
+            "content-type",
+            "docker-content-digest",
+            "location",
+            "www-authenticate",
+            "etag",
+            "content-length",
+        )
+        headers = {k: v for k, v in answer.headers.items() if k.lower() in keep}
+        if request.method == "PUT" and "/manifests/" in request.path and answer.status_code == 201:
+            document = json.loads(request.body)
+            repository = request.path[4 : request.path.index("/manifests/")]
+            if "subject" in document:
+                entry = {
+                    "mediaType": request.headers.get("content-type", ""),
+                    "digest": "sha256:" + hashlib.sha256(request.body).hexdigest(),
+                    "size": len(request.body),
+                    "artifactType": document.get("artifactType") or document["config"]["mediaType"],
+                    "annotations": document.get("annotations", {}),
+                }
+                self.referrers.setdefault((repository, document["subject"]["digest"]), []).append(entry)
+                if self.oci_subject:
+                    headers["OCI-Subject"] = document["subject"]["digest"]
+            elif "/manifests/sha256-" in request.path and self.after_tag_put:
+                hook, self.after_tag_put = self.after_tag_put, None
+                hook(repository, request.path.rsplit("/", 1)[1])
+        return answer.status_code, headers, answer.content
+
+    def _referrers(self, request: Request) -> Response:
+        repository, _, digest = request.path[4:].partition("/referrers/")
+        probe = self._upstream(request, "HEAD", f"/v2/{repository}/manifests/{digest}")
+        if probe.status_code == 401:
+            return 401, {"WWW-Authenticate": probe.headers["WWW-Authenticate"]}, b""
+        index = {
+            "schemaVersion": 2,
+            "mediaType": OCI_INDEX,
+            "manifests": self.referrers.get((repository, digest), []),
+        }
+        return 200, {"Content-Type": OCI_INDEX}, json.dumps(index).encode()

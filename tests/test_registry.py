@@ -15,8 +15,8 @@ from pathlib import Path
 
 import pytest
 
-from conftest import AzureStack, run_cli, statement_of
-from registry import OCI_INDEX, OCI_MANIFEST, AcrTokens, DockerRegistry
+from conftest import REPO, AzureStack, run_cli, statement_of
+from registry import OCI_INDEX, OCI_MANIFEST, AcrTokens, DockerRegistry, ReferrersProxy
 
 pytestmark = pytest.mark.integration
 BUNDLE = "application/vnd.dev.sigstore.bundle.v0.3+json"
@@ -84,6 +84,12 @@ def attach_new_image(
         digest,
         generate(acr, key, tmp_path / "out", "--image", f"{registry.host}/{repo}@{digest}", "--attach"),
     )
+
+
+def registry_requests(out: str) -> tuple[int, int]:
+    """(to resolve, to attach) from generate's `registry:` line."""
+    words = out.split("registry:  ")[1].split()
+    return int(words[0]), int(words[5])
 
 
 def expected_referrer(subject: str, subject_size: int, bundle: bytes) -> bytes:
@@ -351,11 +357,10 @@ def test_registry_round_trips_are_counted(  # type: ignore[no-untyped-def]
 ) -> None:
     _, _, (code, out, err) = attach_new_image(acr, registry, key_files["ecdsa-p256"][0], tmp_path)
     assert code == 0, err
-    requests = int(out.split("registry:  ")[1].split()[0])
-    # resolve: HEAD + challenge answer (exchange, token) + HEAD; attach on a registry without the referrers
-    # API: empty blob HEAD, bundle HEAD/POST/PUT, manifest PUT, referrers GET, tag GET/PUT/GET
-    assert requests <= 14, err
-    print(f"registry requests to resolve and attach one image without the referrers API: {requests}")
+    resolving, attaching = registry_requests(out)
+    # resolve: HEAD, its 401 answered by the exchange and the token request, HEAD again; attach without a
+    # referrers API: empty blob HEAD/POST/PUT, bundle POST/PUT, manifest PUT, referrers GET, tag GET/PUT/GET
+    assert (resolving, attaching) == (4, 10), out
 
 
 def test_the_step_attests_and_attaches_images_alone_then_verifies_them(  # type: ignore[no-untyped-def]
@@ -401,3 +406,131 @@ def test_the_step_attests_and_attaches_images_alone_then_verifies_them(  # type:
     out = capsys.readouterr().out
     assert "##vso[task.complete result=Failed]1 of 1 images failed verification" in out
     assert "(7) ref: workflow.ref: got 'refs/heads/main', expected 'refs/tags/*'" in out
+
+
+@pytest.fixture
+def proxy(registry: DockerRegistry, certificate_authority) -> Iterator[ReferrersProxy]:  # type: ignore[no-untyped-def]
+    server = ReferrersProxy(certificate_authority, registry).start()
+    yield server
+    server.stop()
+
+
+@pytest.mark.parametrize("oci_subject", [True, False], ids=["OCI-Subject", "referrers-ping"])
+def test_a_registry_with_the_referrers_api_gets_no_tag_index(  # type: ignore[no-untyped-def]
+    acr: AzureStack,
+    registry: DockerRegistry,
+    proxy: ReferrersProxy,
+    key_files,
+    tmp_path: Path,
+    oci_subject: bool,
+) -> None:
+    proxy.oci_subject = oci_subject
+    repo = repository()
+    digest = registry.push_image(repo)
+    image = f"{proxy.host}/{repo}@{digest}"
+    private, public = key_files["ecdsa-p256"]
+    code, out, err = generate(acr, private, tmp_path / "out", "--image", image, "--attach")
+    assert code == 0, err
+    assert "(and tag index" not in out
+    assert registry.get(repo, f"manifests/sha256-{digest[7:]}", OCI_INDEX).status_code == 404
+    [entry] = proxy.referrers[(repo, digest)]
+    assert f"attached:  {proxy.host}/{repo}@{entry['digest']}" in out
+    # attach: empty blob HEAD, POST, PUT (the first time in this repository), bundle POST, PUT, manifest PUT,
+    # and without OCI-Subject the referrers GET that confirms the API
+    assert registry_requests(out) == (4, 6 if oci_subject else 7), out
+
+    code, out, err = generate(acr, private, tmp_path / "again", "--image", image, "--attach")
+    assert code == 0, err
+    assert registry_requests(out)[1] == (4 if oci_subject else 5), out  # the empty blob is there now
+    assert len(proxy.referrers[(repo, digest)]) == 2
+
+    from slsa_provenance.image_verify import verify_images
+    from slsa_provenance.keys import load_public_key
+    from slsa_provenance.oci import Registries
+    from slsa_provenance.verify import Expectations
+
+    key = load_public_key(public.read_bytes(), "key")
+    verify_images([image], [key], Expectations(source_ref="refs/heads/main"), acr.env)  # warm imports
+    started = time.perf_counter()
+    [report] = verify_images([image], [key], Expectations(source_ref="refs/heads/main"), acr.env)
+    elapsed = time.perf_counter() - started
+    assert report.passed, report.lines()
+    assert report.lines()[-1].startswith(f"PASSED: {proxy.host}/{repo}@{digest} (referrer ")
+    with Registries(acr.env) as registries:
+        from slsa_provenance.image_verify import verify_image
+        from slsa_provenance.images import parse_reference
+
+        verify_image(registries, parse_reference(image), [key], Expectations())
+        # HEAD, 401 answered by exchange + token, HEAD, referrers GET, referrer manifest GET, bundle GET
+        assert registries.requests == 7
+    print(f"verify by reference, in process, referrers API: {elapsed * 1000:.0f} ms")
+    assert elapsed < 1.0
+
+
+def test_the_tag_index_keeps_what_a_concurrent_writer_added_and_ours(  # type: ignore[no-untyped-def]
+    acr: AzureStack, registry: DockerRegistry, proxy: ReferrersProxy, key_files, tmp_path: Path
+) -> None:
+    proxy.oci_subject = False
+    proxy.routes = [r for r in proxy.routes if "referrers" not in r[1].pattern]  # no referrers API
+    repo = repository()
+    digest = registry.push_image(repo)
+    image = f"{proxy.host}/{repo}@{digest}"
+    private = key_files["ecdsa-p256"][0]
+    code, _, err = generate(acr, private, tmp_path / "first", "--image", image, "--attach")
+    assert code == 0, err
+    tag = f"sha256-{digest[7:]}"
+    [first] = json.loads(registry.get(repo, f"manifests/{tag}", OCI_INDEX).content)["manifests"]
+
+    blob = b'{"mediaType":"application/vnd.dev.sigstore.bundle.v0.3+json","other":"writer"}'
+    registry.push_blob(repo, b"{}")
+    registry.push_blob(repo, blob)
+    size = len(registry.get(repo, f"manifests/{digest}").content)
+    other = expected_referrer(digest, size, blob)
+    registry.put_manifest(repo, _digest(other), other, OCI_MANIFEST)
+
+    def concurrent_writer(repository: str, reference: str) -> None:
+        """Read [first] before our write, wrote [first, other] after it: ours is gone."""
+        index = {"mediaType": OCI_INDEX, "schemaVersion": 2, "manifests": [first, expected_entry(other)]}
+        registry.put_manifest(repository, reference, json.dumps(index).encode(), OCI_INDEX)
+
+    proxy.after_tag_put = concurrent_writer
+    code, out, err = generate(acr, private, tmp_path / "second", "--image", image, "--attach")
+    assert code == 0, err
+    assert proxy.after_tag_put is None  # the writer ran
+    digests = [
+        m["digest"]
+        for m in json.loads(registry.get(repo, f"manifests/{tag}", OCI_INDEX).content)["manifests"]
+    ]
+    ours = out.split(f"attached:  {proxy.host}/{repo}@")[1].split()[0]
+    assert digests == [first["digest"], _digest(other), ours]
+
+
+def test_bad_image_references_fail_with_one_sentence(  # type: ignore[no-untyped-def]
+    acr: AzureStack, registry: DockerRegistry, key_files, tmp_path: Path
+) -> None:
+    key = key_files["ecdsa-p256"][0]
+    cases = [
+        (
+            ["--image", "app@sha256:" + "a" * 64],
+            2,
+            "image 'app@sha256:" + "a" * 64 + "' is not a full image reference",
+        ),
+        (["--image", f"{registry.host}/team/app"], 2, "names neither a tag nor a digest"),
+        (
+            ["--image", f"{registry.host}/team/absent:v1"],
+            2,
+            f"image {registry.host}/team/absent:v1 is not in its registry",
+        ),
+        (["--image", f"{registry.host}/team/app:v1"], 2, "with images alone there is no drop"),
+        (["--drop", str(REPO / "docs"), "--attach"], 2, "attaching was asked for, but no image is given"),
+        ([], 2, "no drop folder given"),
+    ]
+    for args, status, message in cases:
+        output = [] if "no drop" in message else ["--output-dir", str(tmp_path / "out")]
+        run = run_cli(
+            "generate", "--signer", f"file:{key}", *output, *args, env={**acr.env, "HOME": str(tmp_path)}
+        )
+        assert run.returncode == status, (args, run.stderr)
+        errors = [line for line in run.stderr.splitlines() if line.startswith("error: ")]
+        assert len(errors) == 1 and message in errors[0], (args, run.stderr)
+    assert not (tmp_path / "out").exists()

@@ -253,7 +253,8 @@ def _generate(args: argparse.Namespace) -> int:
     for attached in result.attached:
         print(f"attached:  {attached.line()}")
     if result.images:
-        print(f"registry:  {result.registry_requests} HTTP requests")
+        resolving, attaching = result.registry_requests
+        print(f"registry:  {resolving} HTTP requests to resolve, {attaching} to attach")
     return 0
 
 

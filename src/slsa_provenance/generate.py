@@ -82,7 +82,8 @@ class GenerateResult:
     warnings: list[str]
     images: list[Image] = field(default_factory=list)
     attached: list[Attached] = field(default_factory=list)
-    registry_requests: int = 0
+    registry_requests: tuple[int, int] = (0, 0)
+    """HTTP requests to the registries and their token services: to resolve the images, to attach."""
 
 
 def generate(options: GenerateOptions, on_progress: ProgressCallback | None = None) -> GenerateResult:
@@ -108,6 +109,7 @@ def generate(options: GenerateOptions, on_progress: ProgressCallback | None = No
         )
         shape = _shape(options, context, sboms)
         images = resolve(registries, references, push=bool(options.attach_format))
+        resolving = registries.requests
         files = hashing.result(on_progress)
         warnings = _check_sboms(options, sboms, files)
         subjects = [*files, *(image.subject for image in images)]
@@ -156,7 +158,7 @@ def generate(options: GenerateOptions, on_progress: ProgressCallback | None = No
         warnings=warnings,
         images=images,
         attached=attached,
-        registry_requests=registries.requests,
+        registry_requests=(resolving, registries.requests - resolving),
     )
 
 
