@@ -78,7 +78,8 @@ def test_docker_output_names_every_pushed_image_once() -> None:
 def test_docker_output_files_and_images_merge_without_repeats(tmp_path: Path) -> None:
     (tmp_path / "build.txt").write_text("Successfully built 1234\n")
     (tmp_path / "push.txt").write_text(DOCKER_PUSH)
-    found = image_references([f"myacr.azurecr.io/team/api@{DIGEST}"], [tmp_path / "push.txt"])
+    build_and_push = [tmp_path / "build.txt", tmp_path / "push.txt"]  # DockerOutput of buildAndPush
+    found = image_references([f"myacr.azurecr.io/team/api@{DIGEST}"], build_and_push)
     assert [str(r) for r in found] == [
         f"myacr.azurecr.io/team/api@{DIGEST}",
         f"myacr.azurecr.io/team/web@{OTHER}",

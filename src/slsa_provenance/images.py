@@ -126,16 +126,16 @@ def image_references(images: Sequence[str], docker_outputs: Sequence[Path]) -> l
     Raises InputError for a malformed reference, an unreadable file, or a file that names no push.
     """
     references = [parse_reference(image) for image in images if image.strip()]
+    pushed = []  # buildAndPush names two files, the build's output and the push's
     for path in docker_outputs:
         text = read_limited(path, "docker output", MAX_DOCKER_OUTPUT).decode("utf-8", "replace")
-        pushed = references_in_docker_output(text)
-        if not pushed:
-            raise InputError(
-                f"docker output file {path} names no pushed image digest",
-                "pass the DockerOutput of a Docker@2 step whose command is push or buildAndPush",
-            )
-        references.extend(pushed)
-    return list(dict.fromkeys(references))
+        pushed.extend(references_in_docker_output(text))
+    if docker_outputs and not pushed:
+        raise InputError(
+            f"the docker output file {', '.join(map(str, docker_outputs))} names no pushed image digest",
+            "pass the DockerOutput of a Docker@2 step whose command is push or buildAndPush",
+        )
+    return list(dict.fromkeys([*references, *pushed]))
 
 
 def resolve(
