@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: help demo test lint format pytest vsix bench fuzz sanitize clean
+.PHONY: help demo demo-image test lint format pytest vsix bench fuzz sanitize clean
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-8s %s\n", $$1, $$2}'
@@ -17,6 +17,9 @@ $(STAMP): pyproject.toml requirements.lock src/slsa_provenance/_sha256x16.c
 
 demo: $(STAMP)  ## the whole flow offline: key, provenance, verification, a tampered artifact refused
 	PATH="$(CURDIR)/$(BIN):$$PATH" bash demo/demo.sh
+
+demo-image: $(STAMP)  ## container images offline: a local registry, provenance attached to an image, verified by reference
+	PATH="$(CURDIR)/$(BIN):$$PATH" bash demo/image.sh
 
 test: lint vsix pytest  ## lint, type-check, build the .vsix and run the tests
 

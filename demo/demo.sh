@@ -21,15 +21,7 @@ python "$here/../packaging/spdx.py" drop   # what sbom-tool writes into drop/_ma
 (cd drop && find . -type f | sort)
 
 say "2. The agent describes the run in its predefined variables (here set by hand)"
-export SYSTEM_COLLECTIONURI=https://dev.azure.com/contoso/ SYSTEM_TEAMPROJECT=web
-export SYSTEM_TEAMPROJECTID=6ce954b1-ce1f-45d1-b94d-e6bf2464ba2c BUILD_BUILDID=836
-export BUILD_BUILDNUMBER=20261123.4 SYSTEM_DEFINITIONID=12 BUILD_DEFINITIONNAME=web-ci
-export BUILD_REPOSITORY_URI=https://dev.azure.com/contoso/web/_git/web BUILD_REPOSITORY_NAME=web
-export BUILD_REPOSITORY_PROVIDER=TfsGit BUILD_SOURCEBRANCH=refs/heads/main
-export BUILD_SOURCEVERSION=c27d339ee6075c1f744c5d4b200f7901aad2c369 BUILD_REASON=IndividualCI
-export SYSTEM_JOBID=5b694ae9-86cc-5057-d72a-30cde2f12d73 SYSTEM_JOBDISPLAYNAME=Build SYSTEM_JOBATTEMPT=1
-export SYSTEM_PLANID=0e2d4f6a-1b3c-4d5e-8f70-112233445566 SYSTEM_HOSTTYPE=build
-export AGENT_OS=Linux AGENT_OSARCHITECTURE=X64 AGENT_NAME="Hosted Agent" AGENT_ISSELFHOSTED=0
+source "$here/agent-env.sh"
 echo "build $BUILD_BUILDNUMBER of $BUILD_REPOSITORY_URI at $BUILD_SOURCEVERSION ($BUILD_SOURCEBRANCH)"
 echo "(outside a pipeline nothing can confirm these with the server: the provenance will say so)"
 

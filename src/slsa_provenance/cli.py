@@ -239,7 +239,8 @@ def _generate(args: argparse.Namespace) -> int:
     ctx = result.context
     confirmed = "confirmed by the server" if ctx.server_confirmed else "NOT confirmed by the server"
     files = len(result.subjects) - len(result.images)
-    print(f"subjects:  {files} files, {_bytes(size)} hashed in {time.monotonic() - started:.1f} s")
+    if drop:
+        print(f"subjects:  {files} files, {_bytes(size)} hashed in {time.monotonic() - started:.1f} s")
     for image in result.images:
         print(f"image:     {image.reference.name}@{image.manifest.digest}")
     print(f"source:    {ctx.repository_uri}@{ctx.source_branch} {ctx.source_version} ({confirmed})")
