@@ -268,3 +268,35 @@ def test_a_managed_identity_signs(azure: AzureStack, monkeypatch: pytest.MonkeyP
     signer = from_uri(f"azurekms://127.0.0.1:{azure.vault.port}/p384", os.environ)
     dsse.verify(dsse.sign(b"x", dsse.PAYLOAD_TYPE, signer), [signer.public_key()])
     assert [r.path for r in azure.entra.requests] == ["/msi/token"]
+
+
+def machine_identity(azure: AzureStack, monkeypatch: pytest.MonkeyPatch) -> None:
+    """No service connection, but the machine has an Azure identity DefaultAzureCredential would find."""
+    monkeypatch.delenv("INPUT_AZURESUBSCRIPTION")
+    monkeypatch.setenv("IDENTITY_ENDPOINT", f"{azure.entra.url}/msi/token")
+    monkeypatch.setenv("IDENTITY_HEADER", azure.entra.identity_header)
+
+
+def test_in_a_pipeline_a_key_vault_key_needs_the_service_connection(
+    azure: AzureStack, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    machine_identity(azure, monkeypatch)
+    with pytest.raises(InputError) as refused:
+        from_uri(f"azurekms://127.0.0.1:{azure.vault.port}/p256", os.environ)
+    assert refused.value.diagnostics() == (
+        "inside Azure Pipelines a Key Vault key is used only through the task's service connection, and "
+        "azureSubscription is empty: set azureSubscription to an Azure Resource Manager service connection "
+        "(workload identity federation) whose identity may use the key; the agent machine's own Azure "
+        "identity is never tried in its place"
+    )
+    assert azure.entra.requests == [] and azure.vault.requests == []
+
+
+def test_outside_a_pipeline_the_default_azure_credential_signs(
+    azure: AzureStack, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    machine_identity(azure, monkeypatch)
+    monkeypatch.delenv("TF_BUILD")
+    signer = from_uri(f"azurekms://127.0.0.1:{azure.vault.port}/p256", os.environ)
+    dsse.verify(dsse.sign(b"x", dsse.PAYLOAD_TYPE, signer), [signer.public_key()])
+    assert [r.path for r in azure.entra.requests] == ["/msi/token"]

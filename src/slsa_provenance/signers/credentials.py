@@ -6,8 +6,9 @@
 in `ENDPOINT_AUTH_SCHEME_<ID>`, `ENDPOINT_AUTH_PARAMETER_<ID>_*` and `ENDPOINT_DATA_<ID>_*`.
 `WorkloadIdentityFederation` (no secret anywhere) uses `AzurePipelinesCredential`;
 `ServicePrincipal` a secret or certificate (with a warning: federation is safer);
-`ManagedServiceIdentity` the agent's managed identity. With no connection, outside a pipeline,
-`DefaultAzureCredential`. Every token obtained is masked in the log with `task.setsecret`.
+`ManagedServiceIdentity` the agent's managed identity. With no connection: outside a pipeline
+`DefaultAzureCredential`; inside one (`TF_BUILD`) an InputError, never the agent machine's identity.
+Every token obtained is masked in the log with `task.setsecret`.
 """
 
 from __future__ import annotations
@@ -31,6 +32,14 @@ def from_service_connection(env: Mapping[str, str]) -> Any:
     connection = env.get(CONNECTION_INPUT, "").strip()
     options = client_options(env)
     if not connection:
+        if env.get("TF_BUILD", "").lower() == "true":  # the agent machine's identity is not the pipeline's
+            raise InputError(
+                "inside Azure Pipelines a Key Vault key is used only through the task's service "
+                "connection, and azureSubscription is empty",
+                "set azureSubscription to an Azure Resource Manager service connection (workload identity "
+                "federation) whose identity may use the key; the agent machine's own Azure identity is "
+                "never tried in its place",
+            )
         from azure.identity import DefaultAzureCredential
 
         return DefaultAzureCredential(exclude_interactive_browser_credential=True, **options)
