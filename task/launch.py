@@ -1,6 +1,7 @@
 """Start the bundled slsa_provenance with the dependencies built for this interpreter and platform.
 
     $ python3 -I launch.py task
+    $ python3 -I launch.py --target     # what index.js asks each candidate: "linux-x86_64-cp312 3.12.1"
 
 Run isolated (-I) by index.js, so only the task's own folders are on sys.path: the `lib/bin/...`
 folders that `lib/index.json` lists for this platform and version (compiled packages), then
@@ -25,6 +26,9 @@ def target():
 
 
 def main():
+    if sys.argv[1:] == ["--target"]:
+        print(target(), platform.python_version())
+        return 0
     lib = os.path.join(HERE, "lib")
     with open(os.path.join(lib, "index.json"), encoding="utf-8") as stream:
         index = json.load(stream)

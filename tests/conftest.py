@@ -8,6 +8,7 @@ import shutil
 import subprocess
 import sys
 import tempfile
+import zipfile
 from collections.abc import Iterator, Mapping
 from pathlib import Path
 
@@ -108,6 +109,18 @@ def shared_ref(relative: str) -> Path:
     if not path.exists():
         pytest.skip(f"reference data {relative} not present (../shared/ref is absent in this clone)")
     return path
+
+
+@pytest.fixture(scope="module")
+def extension(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The built .vsix, unpacked (test_extension.py, test_python_selection.py)."""
+    built = sorted((REPO / "dist").glob("*.vsix"))
+    if not built:
+        pytest.skip("no dist/*.vsix: run 'make vsix' (make test builds it first)")
+    folder = tmp_path_factory.mktemp("vsix")
+    with zipfile.ZipFile(built[-1]) as archive:
+        archive.extractall(folder)
+    return folder
 
 
 @pytest.fixture
