@@ -133,6 +133,7 @@ def test_the_package_carries_its_own_sbom_and_signed_provenance(extension: Path)
         manifest / "slsa_1.0" / "signing-key.pub.pem",
         "--artifact",
         extension / TASK,
+        "--allow-unconfirmed",  # a local build: nothing confirms its run
     )
     assert result.returncode == 0, result.stdout + result.stderr
     assert result.stdout.count("PASSED: ") > 1000
@@ -212,16 +213,17 @@ def test_the_packaged_step_generates_offline(extension: Path, drop: Path, tmp_pa
         drop,
         command="verify",
         provenanceFile=str(provenance),
-        artifacts=f"{drop}/bin\n{drop}/README.txt",
+        artifacts=f"{drop}\n{drop}/bin/app.exe",
         trustedKeys=str(key_files["ecdsa-p256"][1]),
         expectedRef="refs/heads/*",
+        allowUnconfirmed="true",
     )
     (tmp_path / "v").mkdir(exist_ok=True)
     verified = run_step(extension, verify_env)
     assert completion(verified.stdout).startswith(
-        "##vso[task.complete result=Succeeded]all 3 artifacts verified"
+        "##vso[task.complete result=Succeeded]all 7 artifacts verified"
     )
-    assert "PASSED: app.exe" in verified.stdout
+    assert "PASSED: app.exe (subject bin/app.exe)" in verified.stdout
 
 
 def test_the_packaged_step_signs_with_key_vault_and_confirms_with_the_server(

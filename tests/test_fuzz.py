@@ -18,7 +18,15 @@ from slsa_provenance import bundle, dsse
 from slsa_provenance.errors import InputError, VerificationError
 from slsa_provenance.sbom import load_sbom
 from slsa_provenance.signers.local import LocalSigner
-from slsa_provenance.verify import Artifact, Expectations, check_artifacts, verify_provenance
+from slsa_provenance.verify import (
+    BY_DIGEST,
+    BY_NAME,
+    BYPRODUCT,
+    Artifact,
+    Expectations,
+    check_artifacts,
+    verify_provenance,
+)
 
 JSON: st.SearchStrategy[Any] = st.recursive(
     st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(max_size=20),
@@ -125,8 +133,9 @@ def test_signed_arbitrary_statements_only_fail_verification(
 
 @given(st.dictionaries(st.sampled_from(["_type", "subject", "predicate", "predicateType"]), SHAPED | JSON))
 def test_artifact_check_on_arbitrary_statements(statement: dict[str, Any]) -> None:
-    results = check_artifacts(statement, [Artifact("a", "0" * 64)])
-    assert len(results) == 1
+    artifacts = [Artifact("a", "0" * 64, match) for match in (BY_DIGEST, BY_NAME, BYPRODUCT)]
+    results = check_artifacts(statement, artifacts)
+    assert len(results) == 3
 
 
 @settings(suppress_health_check=[HealthCheck.function_scoped_fixture])

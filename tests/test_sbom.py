@@ -74,7 +74,16 @@ def test_generate_binds_the_sbom_and_verify_checks_it(drop: Path, key_files, tmp
         "digest": {"sha256": "a" * 64},
     }
     ok = run_cli(
-        "verify", "--provenance", drop / OUTPUT, "--key", public, "--artifact", drop, "--sbom", sbom_path
+        "verify",
+        "--provenance",
+        drop / OUTPUT,
+        "--key",
+        public,
+        "--artifact",
+        drop,
+        "--sbom",
+        sbom_path,
+        "--allow-unconfirmed",
     )
     assert ok.returncode == 0, ok.stdout
     other = tmp_path / "other.spdx.json"
@@ -89,6 +98,7 @@ def test_generate_binds_the_sbom_and_verify_checks_it(drop: Path, key_files, tmp
         drop / "README.txt",
         "--sbom",
         other,
+        "--allow-unconfirmed",
     )
     assert bad.returncode == 1
     assert bad.stdout == (

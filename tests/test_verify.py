@@ -29,7 +29,9 @@ def signer(key_files: dict[str, tuple[Path, Path]]) -> LocalSigner:
 
 
 def statement() -> dict[str, Any]:
-    ctx = replace(RunContext.from_environment(PIPELINE_ENV), pipeline_file="azure-pipelines.yml")
+    ctx = replace(
+        RunContext.from_environment(PIPELINE_ENV), pipeline_file="azure-pipelines.yml", server_confirmed=True
+    )
     return build_statement(ctx, [Subject("bin/app", APP), Subject("lib/lib.so", LIB)])
 
 

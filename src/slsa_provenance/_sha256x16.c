@@ -204,11 +204,12 @@ static int64_t mtime_ns(const struct stat *listed) {
     return (int64_t)listed->st_mtim.tv_sec * 1000000000 + listed->st_mtim.tv_nsec;
 }
 
-/* Up to `wanted` bytes, stopping early at the end of the file or once `expected` are read (then
- * the fstat that follows, not one more read, tells whether the file grew). */
+/* Up to `wanted` bytes, stopping early at the end of the file or once `expected` are read. Always
+ * reads at least once: a file listed with fewer bytes than it holds (procfs, FUSE, stale network
+ * attributes) then shows its extra byte, because `wanted` reaches one past the listed end. */
 static int64_t read_fully(int descriptor, uint8_t *into, int64_t wanted, int64_t expected) {
     int64_t done = 0;
-    while (done < wanted && done != expected) {
+    while (done < wanted) {
         ssize_t count = read(descriptor, into + done, (size_t)(wanted - done));
         if (count < 0 && errno == EINTR) {
             continue;
@@ -220,6 +221,9 @@ static int64_t read_fully(int descriptor, uint8_t *into, int64_t wanted, int64_t
             break;
         }
         done += count;
+        if (done == expected) { /* a short read that ends where the file was listed to end */
+            break;
+        }
     }
     return done;
 }

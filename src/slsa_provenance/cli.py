@@ -176,6 +176,11 @@ def _parser() -> argparse.ArgumentParser:
     ver.add_argument("--commit", metavar="SHA", help="expected git commit")
     ver.add_argument("--build-type", metavar="URI", help="expected buildType (default: Azure Pipelines)")
     ver.add_argument("--sbom", type=Path, metavar="FILE", help="check (10): this SBOM is the one recorded")
+    ver.add_argument(
+        "--allow-unconfirmed",
+        action="store_true",
+        help="accept provenance whose run context the server did not confirm (it could claim any branch)",
+    )
     ver.set_defaults(run=_verify)
 
     step = commands.add_parser("task", help="run as the SlsaProvenance@1 pipeline step (reads INPUT_*)")
@@ -282,37 +287,29 @@ def _bytes(size: int) -> str:
 
 
 def _verify(args: argparse.Namespace) -> int:
-    from slsa_provenance.files import read_limited
-    from slsa_provenance.hashing import sha256_file
-    from slsa_provenance.signers import trusted_key
-    from slsa_provenance.subjects import artifact_digests
-    from slsa_provenance.verify import MAX_ENVELOPE, Expectations, run_checks
+    from slsa_provenance.gate import GateOptions, verify_gate
 
     if bool(args.provenance) == bool(args.image):
         raise InputError("verify needs either --provenance or --image", "pass one of them")
-    keys = [trusted_key(k, os.environ) for k in args.key]
-    sbom = sha256_file(args.sbom)[0] if args.sbom else None
-    expected = Expectations(
-        builder_id=args.builder_id,
-        source_uri=args.source_uri,
-        source_ref=args.source_ref,
-        commit=args.commit,
-        sbom_sha256=sbom,
-        **({"build_type": args.build_type} if args.build_type else {}),
+    result = verify_gate(
+        GateOptions(
+            provenance=args.provenance,
+            images=args.image,
+            keys=args.key,
+            artifacts=args.artifact,
+            digests=args.digest,
+            builder_id=args.builder_id,
+            source_uri=args.source_uri,
+            source_ref=args.source_ref,
+            commit=args.commit,
+            build_type=args.build_type,
+            sbom=args.sbom,
+            allow_unconfirmed=args.allow_unconfirmed,
+        )
     )
-    if args.image:
-        from slsa_provenance.image_verify import verify_images
-
-        reports = verify_images(args.image, keys, expected, os.environ)
-        for line in (line for report in reports for line in report.lines()):
-            print(line)
-        return 0 if all(r.passed for r in reports) else 1
-    artifacts = artifact_digests(args.artifact, args.digest)
-    envelope = read_limited(args.provenance, "provenance", MAX_ENVELOPE)
-    report = run_checks(envelope, keys, expected, artifacts)
-    for result in report.results:
-        print(result.line())
-    return 0 if report.passed else 1
+    for line in result.lines():
+        print(line)
+    return 0 if result.passed else 1
 
 
 def _task(args: argparse.Namespace) -> int:

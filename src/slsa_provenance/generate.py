@@ -55,6 +55,9 @@ class GenerateOptions:
     builder_id: str = ""
     pipeline_file: str = ""
     confirm_with_server: bool = True
+    confirmation_required: bool = False
+    """Confirm even when TF_BUILD (a variable any step can set) says this is not a pipeline: the
+    pipeline step, where a run that cannot be confirmed must fail rather than be recorded."""
     allow_pull_request: bool = False
     sbom: Path | None = None
     sbom_check: str = "strict"
@@ -171,7 +174,7 @@ def _output_dir(options: GenerateOptions, images: list[ImageReference]) -> Path:
     if options.output_dir:
         return options.output_dir
     if options.drop:
-        return options.drop / OUTPUT_FOLDER
+        return _unlinked(options.drop, OUTPUT_FOLDER)
     if images:
         raise InputError(
             "with images alone there is no drop to write the provenance into", "pass --output-dir"
@@ -187,6 +190,20 @@ def _created(context: RunContext) -> str:
     if context.started_on:
         return context.started_on
     return datetime.datetime.now(datetime.UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def _unlinked(drop: Path, folder: str) -> Path:
+    """`drop`/`folder`, none of whose parts below the drop may be a symbolic link (it would send the
+    files, and their replacement, out of the drop)."""
+    path = drop
+    for part in folder.split("/"):
+        path = path / part
+        if path.is_symlink():
+            raise InputError(
+                f"{path} is a symbolic link: the provenance would be written wherever it points",
+                "remove the link; the step creates the folder itself",
+            )
+    return path
 
 
 def _shape(options: GenerateOptions, context: RunContext, sboms: list[Sbom]) -> dict[str, Any]:
@@ -234,7 +251,7 @@ def _context(options: GenerateOptions) -> RunContext:
             "attest builds of protected branches, or pass --allow-pull-request (task input "
             "allowPullRequest) to attest this one anyway",
         )
-    if context.in_pipeline and options.confirm_with_server:
+    if options.confirm_with_server and (context.in_pipeline or options.confirmation_required):
         from slsa_provenance.azdo import confirm
 
         return confirm(context, options.environment)

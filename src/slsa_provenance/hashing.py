@@ -82,17 +82,19 @@ class Hashing:
 
     Use it as a context manager: leaving the block early (an error elsewhere) stops the workers.
     Construction waits only for the files to be stat'ed (raising InputError for one that cannot be);
-    the caller then works while they are hashed.
+    the caller then works while they are hashed. `native=False` hashes with hashlib only.
     """
 
-    def __init__(self, root: Path, names: list[str], *, workers: int | None = None) -> None:
+    def __init__(
+        self, root: Path, names: list[str], *, workers: int | None = None, native: bool = True
+    ) -> None:
         self._names = names
         self._lock = threading.Lock()
         self._finished = threading.Event()
         self._results: list[tuple[_Task, str]] = []
         self._error: BaseException | None = None
         self._files_done = self._bytes_done = 0
-        files = _Files(str(root), names)
+        files = _Files(str(root), names, native)
         count = max(1, min(workers or os.cpu_count() or 1, len(names)))
         survey: Callable[[int, int], None]
         digest: Callable[[_Task], str]
@@ -202,9 +204,11 @@ class _Files:
     """What a worker needs: the drop, its names, and their sizes and mtimes, in memory shared with
     every worker (a survey writes them, the hashing reads them). Forked workers inherit it."""
 
-    def __init__(self, root: str, names: list[str]) -> None:
+    def __init__(self, root: str, names: list[str], native: bool = True) -> None:
         self.root = root
         self.names = names
+        self.native = native
+        """False: hashlib only, never the AVX-512 module (a deployment gate's choice)."""
         listing = memoryview(mmap.mmap(-1, 16 * max(len(names), 1))).cast("q")
         self.sizes, self.mtimes = listing[: len(names)], listing[len(names) : 2 * len(names)]
 
@@ -213,7 +217,7 @@ class _Files:
         paths = [f"{self.root}/{name}" for name in names]
         done = 0
         while done < len(paths):
-            if _NATIVE is not None:
+            if _NATIVE is not None and self.native:
                 sizes, mtimes, count = _NATIVE.stat_files(paths[done:])
                 self.sizes[start + done : start + done + count] = memoryview(sizes).cast("q")
                 self.mtimes[start + done : start + done + count] = memoryview(mtimes).cast("q")
@@ -232,7 +236,8 @@ class _Files:
             for index in range(task.start, task.stop)
             if (self.sizes[index] >= _BIG) == task.large
         ]
-        digests = self._native_digests(_NATIVE, chosen) if _NATIVE is not None and not task.large else {}
+        native = _NATIVE if self.native else None
+        digests = self._native_digests(native, chosen) if native is not None and not task.large else {}
         stream = _arena()[_NATIVE_ARENA:]
         return b"".join(
             digests.get(index)
@@ -288,9 +293,10 @@ def _stat(path: str, name: str) -> os.stat_result:
 
 
 def _sha256(path: str, name: str, size: int, mtime_ns: int, buffer: memoryview) -> bytes:
-    """The digest of a file listed with `size` and `mtime_ns`, streamed through `buffer`. Never read
-    more than one byte past the listed size: growth is seen, and a device put in its place cannot
-    keep it reading. Raises when it is not the regular file that was listed any more."""
+    """The digest of a file listed with `size` and `mtime_ns`, streamed through `buffer`. Always
+    asks for one byte past the listed size and never reads more: growth, or content that the file
+    system under-reports (procfs, FUSE), is seen, and a device put in its place cannot keep it
+    reading. Raises when it is not the regular file that was listed any more."""
     try:
         descriptor = os.open(path, _OPEN_FLAGS)
     except OSError as exc:
@@ -308,7 +314,7 @@ def _sha256(path: str, name: str, size: int, mtime_ns: int, buffer: memoryview) 
                 break
             hasher.update(window[:count])
             done += count
-            if done == size:  # one read for a file that fits; growth shows in the fstat below
+            if done == size and count < len(window):  # a short read ending at the listed end: the end
                 break
         after = os.fstat(descriptor)
     except OSError as exc:
@@ -318,6 +324,12 @@ def _sha256(path: str, name: str, size: int, mtime_ns: int, buffer: memoryview) 
     if not stat.S_ISREG(after.st_mode):
         raise InputError(
             f"{name} is not a regular file (a FIFO, socket or device)", "remove it from the drop"
+        )
+    if done > size and after.st_size == size:
+        raise InputError(
+            f"{name} holds more than the {size} bytes its file system lists (procfs, FUSE, stale "
+            "network attributes)",
+            "copy the file to a local disk first, or leave it out with --subject",
         )
     if done != size or after.st_size != size or after.st_mtime_ns != mtime_ns:
         raise Error(

@@ -16,17 +16,13 @@ import re
 from collections.abc import Sequence
 from operator import attrgetter
 from pathlib import Path
-from typing import TYPE_CHECKING
 
+from slsa_provenance import globs
 from slsa_provenance.errors import InputError
-from slsa_provenance.hashing import Hashing, ProgressCallback, sha256_file
+from slsa_provenance.hashing import Hashing, ProgressCallback
 from slsa_provenance.provenance import Subject
 
-if TYPE_CHECKING:
-    from slsa_provenance.verify import Artifact
-
 MANIFEST_DIR = "_manifest"
-_DIGEST = re.compile(r"^sha256:([0-9a-fA-F]{64})$")
 
 
 def collect(
@@ -128,58 +124,7 @@ def _utf8(name: str) -> str:
 
 
 def glob_regex(pattern: str) -> re.Pattern[str]:
-    """Compile a glob: `*` and `?` stay within a folder, `**` crosses folders, `[a-z]` classes.
-
-    A pattern without `/` matches at any depth (`*.dll` is `**/*.dll`).
-    """
+    """A subject pattern compiled (see `globs`); one without `/` matches at any depth (`*.dll` is
+    `**/*.dll`)."""
     pattern = pattern.strip().removeprefix("./").lstrip("/")
-    if "/" not in pattern:
-        pattern = f"**/{pattern}"
-    out: list[str] = []
-    i = 0
-    while i < len(pattern):
-        if pattern.startswith("**/", i):
-            out.append("(?:.*/)?")
-            i += 3
-        elif pattern.startswith("**", i):
-            out.append(".*")
-            i += 2
-        elif pattern[i] == "*":
-            out.append("[^/]*")
-            i += 1
-        elif pattern[i] == "?":
-            out.append("[^/]")
-            i += 1
-        elif pattern[i] == "[" and (end := pattern.find("]", i + 2)) != -1:
-            body = pattern[i + 1 : end]
-            negate = body[0] in "!^"
-            body = re.escape(body[1:] if negate else body).replace(r"\-", "-")
-            out.append(f"[{'^' if negate else ''}{body}]")
-            i = end + 1
-        else:
-            out.append(re.escape(pattern[i]))
-            i += 1
-    return re.compile("".join(out) + r"\Z")
-
-
-def artifact_digests(paths: Sequence[Path], digests: Sequence[str]) -> list[Artifact]:
-    """What a gate checks: files (named by their file name), folders (every file, by relative
-    name) and `sha256:HEX` digests. Raises InputError when there is nothing, or something unusable."""
-    if not paths and not digests:
-        raise InputError("no artifact to verify", "pass --artifact PATH or --digest sha256:HEX")
-    from slsa_provenance.verify import Artifact
-
-    artifacts = []
-    for path in paths:
-        if path.is_dir():
-            artifacts += [Artifact(s.name, s.sha256) for s in collect(path)]
-        elif path.exists():
-            artifacts.append(Artifact(path.name, sha256_file(path)[0]))
-        else:
-            raise InputError(f"artifact {path} does not exist", "pass the file that will be deployed")
-    for digest in digests:
-        match = _DIGEST.match(digest.strip())
-        if not match:
-            raise InputError(f"--digest {digest!r} is not sha256:<64 hex>", "pass sha256:HEX")
-        artifacts.append(Artifact(digest.strip(), match.group(1).lower()))
-    return artifacts
+    return globs.glob_regex(pattern if "/" in pattern else f"**/{pattern}")

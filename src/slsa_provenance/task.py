@@ -12,7 +12,7 @@ import os
 import sys
 import tempfile
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -22,8 +22,7 @@ from slsa_provenance.errors import Error, InputError
 from slsa_provenance.hashing import Progress
 
 if TYPE_CHECKING:
-    from slsa_provenance.keys import PublicKey
-    from slsa_provenance.verify import Expectations
+    from slsa_provenance.image_verify import ImageReport
 
 
 @dataclass(frozen=True)
@@ -110,6 +109,7 @@ def _generate(inputs: Inputs) -> str:
                 builder_id=inputs.get("builderId"),
                 pipeline_file=inputs.get("pipelineFile"),
                 confirm_with_server=inputs.flag("confirmWithServer", True),
+                confirmation_required=True,
                 sbom=Path(inputs.get("sbomFile")) if inputs.get("sbomFile") else None,
                 sbom_check=inputs.get("sbomCheck", "strict"),
                 sbom_packages=inputs.flag("sbomPackages", False),
@@ -188,27 +188,31 @@ def _report_progress(progress: Progress) -> None:
 
 
 def _verify(inputs: Inputs) -> str:
-    from slsa_provenance.files import read_limited
-    from slsa_provenance.signers import trusted_key
-    from slsa_provenance.subjects import artifact_digests
-    from slsa_provenance.verify import MAX_ENVELOPE, Expectations, run_checks
+    from slsa_provenance.gate import GateOptions, verify_gate
 
-    keys = [trusted_key(k, inputs.env) for k in inputs.lines("trustedKeys")]
+    keys = inputs.lines("trustedKeys")
     if not keys:
         raise InputError("the task input 'trustedKeys' is empty", "list the trusted public key files")
-    expected = Expectations(
-        builder_id=inputs.get("expectedBuilderId") or None,
-        source_uri=inputs.get("expectedRepository") or None,
-        source_ref=inputs.get("expectedRef") or None,
-        **({"build_type": inputs.get("expectedBuildType")} if inputs.get("expectedBuildType") else {}),
+    images = inputs.lines("verifyImages")
+    result = verify_gate(
+        GateOptions(
+            provenance=None if images else Path(inputs.required("provenanceFile", "Provenance file")),
+            images=images,
+            keys=keys,
+            artifacts=[Path(p) for p in inputs.lines("artifacts")],
+            builder_id=inputs.get("expectedBuilderId") or None,
+            source_uri=inputs.get("expectedRepository") or None,
+            source_ref=inputs.get("expectedRef") or None,
+            build_type=inputs.get("expectedBuildType") or None,
+            allow_unconfirmed=inputs.flag("allowUnconfirmed", False),
+            environment=inputs.env,
+        )
     )
-    if inputs.lines("verifyImages"):
-        return _verify_images(inputs.lines("verifyImages"), keys, expected, inputs.env)
-    provenance = Path(inputs.required("provenanceFile", "Provenance file"))
-    artifacts = artifact_digests([Path(p) for p in inputs.lines("artifacts")], [])
-    report = run_checks(read_limited(provenance, "provenance", MAX_ENVELOPE), keys, expected, artifacts)
-    for result in report.results:
-        print(vso.neutralize(result.line()))
+    for line in result.lines():
+        print(vso.neutralize(line))
+    if result.report is None:
+        return _images_verified(result.images)
+    report = result.report
     passed = [r for r in report.results if r.passed]
     vso.emit("task.setvariable", str(len(passed)), variable="subjectCount")
     vso.emit("task.setvariable", report.keyid, variable="keyId")
@@ -222,14 +226,7 @@ def _verify(inputs: Inputs) -> str:
     return f"all {len(passed)} artifacts verified (signed by {report.keyid})"
 
 
-def _verify_images(
-    references: list[str], keys: list[PublicKey], expected: Expectations, env: Mapping[str, str]
-) -> str:
-    from slsa_provenance.image_verify import verify_images
-
-    reports = verify_images(references, keys, expected, env)
-    for line in (line for report in reports for line in report.lines()):
-        print(vso.neutralize(line))
+def _images_verified(reports: Sequence[ImageReport]) -> str:
     failed = [r for r in reports if not r.passed]
     vso.emit("task.setvariable", str(len(reports) - len(failed)), variable="subjectCount")
     keyid = next((a.keyid for r in reports for a in r.attestations if not a.error), "")

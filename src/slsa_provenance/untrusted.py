@@ -8,7 +8,9 @@
 
 json.loads of deeply nested input raises RecursionError only once the stack is at Python's limit,
 where any other code (a finaliser, a logging call) fails too. The depth is measured first, at C
-speed: strings are blanked, everything but brackets dropped, then innermost pairs removed level by level.
+speed, on the decoded text re-encoded as UTF-8 (the input may be UTF-16 or -32, as json.loads
+detects it, where a character's byte can look like a quote and hide brackets): strings are
+blanked, everything but brackets dropped, then innermost pairs removed level by level.
 """
 
 from __future__ import annotations
@@ -23,9 +25,13 @@ _NOT_BRACKETS = bytes(b for b in range(256) if b not in b"[]{}")
 
 
 def loads(data: bytes | str) -> Any:
-    """json.loads, refusing nesting deeper than MAX_DEPTH. Raises ValueError for anything not JSON."""
-    raw = data.encode("utf-8", "surrogatepass") if isinstance(data, str) else data
-    brackets = _STRING.sub(b"", raw).translate(None, _NOT_BRACKETS)
+    """json.loads, refusing nesting deeper than MAX_DEPTH. Raises ValueError for anything not JSON
+    (UnicodeDecodeError included)."""
+    if isinstance(data, bytes) and json.detect_encoding(data) != "utf-8":
+        data = data.decode(json.detect_encoding(data), "surrogatepass")
+    # In UTF-8 no byte of a multi-byte character looks like a quote or a bracket.
+    utf8 = data.encode("utf-8", "surrogatepass") if isinstance(data, str) else data
+    brackets = _STRING.sub(b"", utf8).translate(None, _NOT_BRACKETS)
     for _ in range(MAX_DEPTH):
         if not brackets:
             break

@@ -8,18 +8,19 @@
 
 Checks, in order (DESIGN §6): (1) envelope parses, payloadType; (2) a signature verifies with a
 trusted key; (3) Statement and predicate types; (4) buildType; (5) builder.id; (6) source
-repository; (7) ref; (8) commit; (9) every artifact's digest is a subject; (10) the SBOM's digest
-is the recorded byproduct. An expectation left as None is not checked; (1)-(4) and (9) always are.
+repository; (7) ref; (8) commit; (9) every artifact is a subject (a folder's files by their
+relative names); (10) the SBOM's digest is the recorded byproduct; (11) the run context was
+confirmed by the server. An expectation left as None is not checked; (1)-(4), (9) and (11) always
+are. Ref and builder globs follow `globs`: `*` within a segment, `**` across.
 """
 
 from __future__ import annotations
 
-import fnmatch
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from slsa_provenance import bundle, dsse, untrusted
+from slsa_provenance import bundle, dsse, globs, untrusted
 from slsa_provenance.errors import InputError, VerificationError
 from slsa_provenance.keys import PublicKey
 from slsa_provenance.provenance import BUILD_TYPE, PREDICATE_TYPE, SPDX_MEDIA_TYPE, STATEMENT_TYPE
@@ -34,12 +35,25 @@ class Expectations:
     commit: str | None = None
     sbom_sha256: str | None = None
     build_type: str = BUILD_TYPE
+    allow_unconfirmed: bool = False
+    """Accept provenance whose run context the server did not confirm (it could claim any branch)."""
+
+
+BY_DIGEST = "digest"
+BY_NAME = "name"
+BYPRODUCT = "byproduct"
 
 
 @dataclass(frozen=True)
 class Artifact:
     name: str
     sha256: str
+    match: str = BY_DIGEST
+    """BY_DIGEST: any subject with this digest (a file whose name is not in the provenance's terms);
+    BY_NAME: the subject of this name (a folder's file, by its relative path); BYPRODUCT: the
+    byproduct of this name (the SBOM in a folder's `_manifest/`)."""
+    refused: str = ""
+    """Why the gate refuses it before any digest is compared (a folder symlink, a stray file)."""
 
 
 @dataclass(frozen=True)
@@ -67,6 +81,8 @@ class Report:
     keyid: str
     """The keyid of the signature that verified; empty when checks (1)-(8) failed."""
     results: list[ArtifactResult]
+    level: int = 0
+    """The SLSA Build level the verified provenance earns; 0 when it did not verify."""
 
     @property
     def passed(self) -> bool:
@@ -80,14 +96,15 @@ def run_checks(
     try:
         verified = verify_provenance(envelope_json, keys, expected)
     except VerificationError as exc:
-        return Report("", [ArtifactResult(a, error=exc.message) for a in artifacts])
-    return Report(verified.keyid, check_artifacts(verified.statement, artifacts))
+        return Report("", [ArtifactResult(a, error=a.refused or exc.message) for a in artifacts])
+    return Report(verified.keyid, check_artifacts(verified.statement, artifacts), verified.level)
 
 
 @dataclass(frozen=True)
 class VerifiedStatement:
     keyid: str
     statement: dict[str, Any]
+    level: int = 0
 
 
 def verify_provenance(
@@ -123,7 +140,8 @@ def verify_provenance(
         _expect("(8) commit", "gitCommit", commit, expected.commit.lower())
     if expected.sbom_sha256 is not None:
         _check_sbom(statement, expected.sbom_sha256)
-    return VerifiedStatement(keyid=verified.keyid, statement=statement)
+    confirmed = _check_confirmed(statement, expected)
+    return VerifiedStatement(keyid=verified.keyid, statement=statement, level=2 if confirmed else 1)
 
 
 BUILD_PATH = "predicate.buildDefinition.buildType"
@@ -132,6 +150,24 @@ REPOSITORY_PATH = "predicate.buildDefinition.externalParameters.workflow.reposit
 REF_PATH = "predicate.buildDefinition.externalParameters.workflow.ref"
 SOURCE_PATH = "predicate.buildDefinition.resolvedDependencies.0.uri"
 COMMIT_PATH = "predicate.buildDefinition.resolvedDependencies.0.digest.gitCommit"
+CONFIRMED_PATH = "predicate.buildDefinition.internalParameters.azurePipelines.serverConfirmed"
+
+
+def _check_confirmed(statement: dict[str, Any], expected: Expectations) -> bool:
+    """Check (11): the run context was confirmed with the Azure DevOps REST API. Unconfirmed, a step
+    could have claimed any branch, commit or repository; refused unless explicitly allowed."""
+    value: Any = statement
+    for part in CONFIRMED_PATH.split("."):
+        value = value.get(part) if isinstance(value, dict) else None
+    if value is True:
+        return True
+    if not expected.allow_unconfirmed:
+        raise VerificationError(
+            "(11) confirmation",
+            f"serverConfirmed: got {value!r}, expected True (the run's claims were not confirmed by "
+            "the server; allow it only with --allow-unconfirmed)",
+        )
+    return False
 
 
 def _check_source(statement: dict[str, Any], expected: Expectations) -> None:
@@ -150,7 +186,7 @@ def _check_source(statement: dict[str, Any], expected: Expectations) -> None:
             _get(statement, "(6) source", SOURCE_PATH),
             f"git+{repository}@{ref}",
         )
-    if expected.source_ref is not None and not fnmatch.fnmatchcase(ref, expected.source_ref):
+    if expected.source_ref is not None and not globs.matches(expected.source_ref, ref):
         raise VerificationError("(7) ref", f"workflow.ref: got {ref!r}, expected {expected.source_ref!r}")
 
 
@@ -168,7 +204,7 @@ def _check_unique_subjects(statement: dict[str, Any]) -> None:
 
 
 def _check_sbom(statement: dict[str, Any], sha256: str) -> None:
-    byproducts = statement.get("predicate", {}).get("runDetails", {}).get("byproducts", [])
+    byproducts = _byproducts(statement)
     recorded = (
         [
             str(b.get("digest", {}).get("sha256"))
@@ -185,30 +221,56 @@ def _check_sbom(statement: dict[str, Any], sha256: str) -> None:
 
 
 def check_artifacts(statement: dict[str, Any], artifacts: Sequence[Artifact]) -> list[ArtifactResult]:
-    """Check (9): each artifact's sha256 is the digest of a subject."""
-    subjects = statement.get("subject")
-    if not isinstance(subjects, list):
-        subjects = []
+    """Check (9): a folder's file is the subject of its name, with its digest; any other artifact's
+    digest is a subject's; an SBOM shipped in a folder's `_manifest/` is the recorded byproduct."""
     by_digest: dict[str, str] = {}
     by_name: dict[str, str] = {}
-    for subject in subjects:
-        if isinstance(subject, dict) and isinstance(subject.get("digest"), dict):
-            digest = str(subject["digest"].get("sha256", "")).lower()
-            name = str(subject.get("name", ""))
-            by_digest.setdefault(digest, name)
-            by_name[name] = digest
-    results = []
-    for artifact in artifacts:
-        if artifact.sha256 in by_digest:
-            results.append(ArtifactResult(artifact, subject=by_digest[artifact.sha256]))
-        elif artifact.name in by_name:
-            expected = by_name[artifact.name]
-            error = f"(9) subject: {artifact.name} sha256 got {artifact.sha256}, expected {expected}"
-            results.append(ArtifactResult(artifact, error=error))
-        else:
-            error = f"(9) subject: sha256 {artifact.sha256} is not a subject of the provenance"
-            results.append(ArtifactResult(artifact, error=error))
-    return results
+    for subject in _entries(statement.get("subject")):
+        by_digest.setdefault(subject[1], subject[0])
+        by_name[subject[0]] = subject[1]
+    byproducts = dict(_entries(_byproducts(statement)))
+    return [
+        ArtifactResult(artifact, error=artifact.refused)
+        if artifact.refused
+        else _check_artifact(artifact, by_digest, by_name, byproducts)
+        for artifact in artifacts
+    ]
+
+
+def _check_artifact(
+    artifact: Artifact, by_digest: dict[str, str], by_name: dict[str, str], byproducts: dict[str, str]
+) -> ArtifactResult:
+    name, sha256 = artifact.name, artifact.sha256
+    if artifact.match == BY_DIGEST and sha256 in by_digest:
+        return ArtifactResult(artifact, subject=by_digest[sha256])
+    named = byproducts if artifact.match == BYPRODUCT else by_name
+    what = "byproduct" if artifact.match == BYPRODUCT else "subject"
+    if named.get(name) == sha256:
+        return ArtifactResult(artifact, subject=name)
+    if name in named:
+        error = f"(9) {what}: {name} sha256 got {sha256}, expected {named[name]}"
+    elif artifact.match == BY_DIGEST:
+        error = f"(9) subject: sha256 {sha256} is not a subject of the provenance"
+    else:
+        error = f"(9) {what}: no {what} is named {name!r}"
+        if artifact.match == BY_NAME and by_digest.get(sha256, "").endswith(f"/{name}"):
+            error += f" (the file of that digest is {by_digest[sha256]!r}: pass the drop's top folder)"
+    return ArtifactResult(artifact, error=error)
+
+
+def _entries(items: object) -> list[tuple[str, str]]:
+    """(name, lower-case sha256) of each well-formed subject or byproduct."""
+    found = []
+    for item in items if isinstance(items, list) else []:
+        if isinstance(item, dict) and isinstance(item.get("digest"), dict):
+            found.append((str(item.get("name", "")), str(item["digest"].get("sha256", "")).lower()))
+    return found
+
+
+def _byproducts(statement: dict[str, Any]) -> object:
+    predicate = statement.get("predicate")
+    run_details = predicate.get("runDetails") if isinstance(predicate, dict) else None
+    return run_details.get("byproducts") if isinstance(run_details, dict) else None
 
 
 def _parse_statement(payload: bytes) -> dict[str, Any]:

@@ -1,0 +1,98 @@
+"""What a deployment gate checks: files, folders and digests, hashed with hashlib only.
+
+    >>> [a.name for a in artifact_digests([Path("drop")], [])]   # doctest: +SKIP
+    ['README.txt', '_manifest/spdx_2.2/manifest.spdx.json', 'bin/app.exe']
+
+A folder's files are checked by their paths relative to it (the subject of that name must have that
+digest). What a deployment that copies the folder would ship, and the provenance cannot vouch for,
+is refused by name: a symbolic link to a folder, a link that is broken or not to a regular file,
+and, in the folder's `_manifest/`, anything but the SBOM and provenance files (the SBOM is checked
+against the recorded byproduct). The gate never uses the generator's AVX-512 module: a fault there
+cannot make both sides agree on a wrong digest.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Sequence
+from operator import attrgetter
+from pathlib import Path
+
+from slsa_provenance.errors import InputError
+from slsa_provenance.hashing import Hashing, sha256_file
+from slsa_provenance.sbom import SBOM_NAMES
+from slsa_provenance.subjects import MANIFEST_DIR
+from slsa_provenance.verify import BY_NAME, BYPRODUCT, Artifact
+
+_DIGEST = re.compile(r"^sha256:([0-9a-fA-F]{64})$")
+MANIFEST_FILES = frozenset(
+    {
+        *SBOM_NAMES,
+        *(f"{name}.sha256" for name in SBOM_NAMES),
+        f"{MANIFEST_DIR}/manifest.json",  # the Azure Pipelines manifest task's
+        f"{MANIFEST_DIR}/manifest.json.sha256",
+        f"{MANIFEST_DIR}/slsa_1.0/provenance.intoto.jsonl",
+        f"{MANIFEST_DIR}/slsa_1.0/provenance.sigstore.json",
+        f"{MANIFEST_DIR}/slsa_1.0/signing-key.pub.pem",  # the public key a local `make vsix` ships
+    }
+)
+
+
+def artifact_digests(paths: Sequence[Path], digests: Sequence[str]) -> list[Artifact]:
+    """Files (named by their file name, matched by digest), folders (every file, by relative name)
+    and `sha256:HEX` digests. Raises InputError when there is nothing, or something unusable."""
+    if not paths and not digests:
+        raise InputError("no artifact to verify", "pass --artifact PATH or --digest sha256:HEX")
+    artifacts = []
+    for path in paths:
+        if path.is_dir():
+            artifacts += folder_artifacts(path)
+        elif path.exists():
+            artifacts.append(Artifact(path.name, sha256_file(path)[0]))
+        else:
+            raise InputError(f"artifact {path} does not exist", "pass the file that will be deployed")
+    for digest in digests:
+        match = _DIGEST.match(digest.strip())
+        if not match:
+            raise InputError(f"--digest {digest!r} is not sha256:<64 hex>", "pass sha256:HEX")
+        artifacts.append(Artifact(digest.strip(), match.group(1).lower()))
+    return artifacts
+
+
+def folder_artifacts(folder: Path) -> list[Artifact]:
+    """Every file below `folder`, by relative name, hashed on every core with hashlib."""
+    names: list[str] = []
+    refused: list[Artifact] = []
+    _walk(str(folder), "", names, refused)
+    kept = [n for n in names if not n.startswith(f"{MANIFEST_DIR}/") or n in SBOM_NAMES]
+    refused += [
+        Artifact(n, "", refused=f"(9) subject: {MANIFEST_DIR}/ may hold only the SBOM and provenance files")
+        for n in names
+        if n.startswith(f"{MANIFEST_DIR}/") and n not in MANIFEST_FILES
+    ]
+    if not kept and not refused:
+        raise InputError(f"artifact folder {folder} has no files", "pass the folder that will be deployed")
+    with Hashing(folder, kept, native=False) as hashing:
+        subjects = hashing.result()
+    found = [Artifact(s.name, s.sha256, BYPRODUCT if s.name in SBOM_NAMES else BY_NAME) for s in subjects]
+    return sorted(found + refused, key=attrgetter("name"))
+
+
+def _walk(folder: str, prefix: str, names: list[str], refused: list[Artifact]) -> None:
+    try:
+        entries = sorted(os.scandir(folder), key=attrgetter("name"))
+    except OSError as exc:
+        raise InputError(f"cannot list folder {folder}: {exc.strerror}", "make it readable") from exc
+    for entry in entries:
+        name = prefix + entry.name
+        if entry.is_dir(follow_symlinks=False):
+            _walk(entry.path, f"{name}/", names, refused)
+        elif entry.is_file(follow_symlinks=True):
+            names.append(name)
+        elif entry.is_dir(follow_symlinks=True):
+            why = "is a symbolic link to a folder: a copy that follows links would ship files unchecked"
+            refused.append(Artifact(name, "", refused=f"(9) subject: {name} {why}"))
+        else:
+            why = "is a broken link, or not a regular file (a FIFO, socket or device)"
+            refused.append(Artifact(name, "", refused=f"(9) subject: {name} {why}"))

@@ -1,0 +1,49 @@
+"""PURE: path globs, one rule set for subjects, refs and builder ids.
+
+    >>> bool(glob_regex("refs/heads/release/*").match("refs/heads/release/1.0"))
+    True
+    >>> bool(glob_regex("refs/heads/release/*").match("refs/heads/release/1.0/feature"))
+    False
+    >>> bool(glob_regex("refs/heads/**").match("refs/heads/release/1.0/feature"))
+    True
+
+`*` and `?` stay within one `/`-separated segment, `**` crosses segments, `[a-z]` and `[!a-z]` are
+classes; everything else is literal. The whole text must match.
+"""
+
+from __future__ import annotations
+
+import re
+
+
+def glob_regex(pattern: str) -> re.Pattern[str]:
+    """Compile `pattern` to a regular expression that matches whole texts."""
+    out: list[str] = []
+    i = 0
+    while i < len(pattern):
+        if pattern.startswith("**/", i):
+            out.append("(?:.*/)?")
+            i += 3
+        elif pattern.startswith("**", i):
+            out.append(".*")
+            i += 2
+        elif pattern[i] == "*":
+            out.append("[^/]*")
+            i += 1
+        elif pattern[i] == "?":
+            out.append("[^/]")
+            i += 1
+        elif pattern[i] == "[" and (end := pattern.find("]", i + 2)) != -1:
+            body = pattern[i + 1 : end]
+            negate = body[0] in "!^"
+            body = re.escape(body[1:] if negate else body).replace(r"\-", "-")
+            out.append(f"[{'^' if negate else ''}{body}]")
+            i = end + 1
+        else:
+            out.append(re.escape(pattern[i]))
+            i += 1
+    return re.compile("".join(out) + r"\Z", re.DOTALL)
+
+
+def matches(pattern: str, text: str) -> bool:
+    return glob_regex(pattern).match(text) is not None
