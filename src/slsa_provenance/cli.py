@@ -151,9 +151,17 @@ def _parser() -> argparse.ArgumentParser:
     ver.add_argument(
         "--key",
         action="append",
-        required=True,
+        default=[],
         metavar="PEM",
-        help="a trusted public key; repeatable (any one may verify, for rotation)",
+        help="a trusted public key; repeatable (any one may verify, for rotation); with --policy, "
+        "one of the policy's",
+    )
+    ver.add_argument(
+        "--policy",
+        type=Path,
+        metavar="FILE",
+        help="a YAML or JSON policy (docs/policy.md): trusted keys, builders and their levels, "
+        "repositories, refs; the other options narrow it",
     )
     ver.add_argument(
         "--artifact",
@@ -176,6 +184,22 @@ def _parser() -> argparse.ArgumentParser:
     ver.add_argument("--commit", metavar="SHA", help="expected git commit")
     ver.add_argument("--build-type", metavar="URI", help="expected buildType (default: Azure Pipelines)")
     ver.add_argument("--sbom", type=Path, metavar="FILE", help="check (10): this SBOM is the one recorded")
+    ver.add_argument(
+        "--vsa",
+        type=Path,
+        metavar="FILE",
+        help="when every check passes, write a signed SLSA Verification Summary Attestation here",
+    )
+    ver.add_argument(
+        "--vsa-signer",
+        default=os.environ.get("SLSA_VSA_SIGNER", ""),
+        metavar="URI",
+        help="the VSA's signer: file:KEY.pem or a Key Vault key (default: $SLSA_VSA_SIGNER)",
+    )
+    ver.add_argument("--verifier-id", metavar="ID", help="the VSA's verifier.id (default: this extension)")
+    ver.add_argument(
+        "--resource-uri", metavar="URI", help="the VSA's resourceUri (default: the provenance's build URL)"
+    )
     ver.add_argument(
         "--allow-unconfirmed",
         action="store_true",
@@ -288,9 +312,8 @@ def _bytes(size: int) -> str:
 
 def _verify(args: argparse.Namespace) -> int:
     from slsa_provenance.gate import GateOptions, verify_gate
+    from slsa_provenance.vsa import VERIFIER_ID
 
-    if bool(args.provenance) == bool(args.image):
-        raise InputError("verify needs either --provenance or --image", "pass one of them")
     result = verify_gate(
         GateOptions(
             provenance=args.provenance,
@@ -305,10 +328,17 @@ def _verify(args: argparse.Namespace) -> int:
             build_type=args.build_type,
             sbom=args.sbom,
             allow_unconfirmed=args.allow_unconfirmed,
+            policy=args.policy,
+            vsa=args.vsa,
+            vsa_signer=args.vsa_signer,
+            resource_uri=args.resource_uri or "",
+            verifier_id=args.verifier_id or VERIFIER_ID,
         )
     )
     for line in result.lines():
         print(line)
+    if result.vsa_path:
+        print(f"verification summary: {result.vsa_path}", file=sys.stderr)
     return 0 if result.passed else 1
 
 

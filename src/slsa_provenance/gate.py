@@ -12,22 +12,31 @@ not an exception.
 
 from __future__ import annotations
 
+import hashlib
 import os
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from slsa_provenance import __version__
 from slsa_provenance.artifacts import artifact_digests
 from slsa_provenance.errors import InputError
 from slsa_provenance.files import read_limited
 from slsa_provenance.hashing import sha256_file
-from slsa_provenance.keys import PublicKey
-from slsa_provenance.signers import trusted_key
+from slsa_provenance.keys import PublicKey, fingerprint
+from slsa_provenance.policy import Policy, load_policy
+from slsa_provenance.provenance import canonical_json
+from slsa_provenance.signers import UNSIGNED, Signer, from_uri, trusted_key
 from slsa_provenance.verify import MAX_ENVELOPE, Expectations, Report, run_checks
+from slsa_provenance.vsa import VERIFIER_ID, Summary, build_summary, write_summary
 
 if TYPE_CHECKING:
     from slsa_provenance.image_verify import ImageReport
+
+OPTIONS_POLICY = "urn:slsa-provenance:verify-options"
+"""The VSA's policy.uri when no policy file was given: the options (digested) are the policy."""
 
 
 @dataclass(frozen=True)
@@ -46,6 +55,14 @@ class GateOptions:
     build_type: str | None = None
     sbom: Path | None = None
     allow_unconfirmed: bool = False
+    policy: Path | None = None
+    """A policy file (YAML or JSON); the other options narrow it."""
+    vsa: Path | None = None
+    """Where to write a signed Verification Summary Attestation when every check passes."""
+    vsa_signer: str = ""
+    verifier_id: str = VERIFIER_ID
+    resource_uri: str = ""
+    """The VSA's resourceUri; empty: the provenance's build URL."""
     environment: Mapping[str, str] = field(default_factory=lambda: dict(os.environ))
 
 
@@ -54,6 +71,9 @@ class GateResult:
     report: Report | None
     """The provenance file's checks; None when images were verified."""
     images: Sequence[ImageReport] = ()
+    policy: Policy | None = None
+    vsa_path: Path | None = None
+    """The VSA written; None when none was asked for or a check failed."""
 
     @property
     def passed(self) -> bool:
@@ -67,40 +87,126 @@ class GateResult:
 
 
 def verify_gate(options: GateOptions) -> GateResult:
-    """Raises InputError for unusable keys, provenance, artifacts or images; Error when Key Vault
-    or a registry fails."""
+    """Raises InputError for an unusable policy, keys, provenance, artifacts or images, or a flag
+    that would widen the policy; Error when Key Vault or a registry fails."""
     provenance = options.provenance
     if (provenance is None) == (not options.images):
         raise InputError("verify needs either --provenance or --image", "pass one of them")
+    policy = load_policy(options.policy) if options.policy else None
+    expected = expectations(options, policy)
     if provenance is None:
+        if options.vsa is not None:
+            raise InputError(
+                "a verification summary is written for --provenance, not yet for --image",
+                "verify the image's provenance file with --provenance and --digest sha256:HEX",
+            )
         from slsa_provenance.image_verify import verify_images
 
-        keys = _keys(options)
-        return GateResult(
-            None, verify_images(options.images, keys, expectations(options), options.environment)
-        )
+        keys = trusted_keys(options, policy)
+        reports = verify_images(options.images, keys, expected, options.environment)
+        return GateResult(None, reports, policy)
+    signer = _vsa_signer(options)
     artifacts = artifact_digests(options.artifacts, options.digests)
-    keys = _keys(options)
+    keys = trusted_keys(options, policy)
     envelope = read_limited(provenance, "provenance", MAX_ENVELOPE)
-    report = run_checks(envelope, keys, expectations(options), artifacts)
-    return GateResult(report)
+    report = run_checks(envelope, keys, expected, artifacts)
+    if signer is None or options.vsa is None or not report.passed:
+        return GateResult(report, policy=policy)
+    summary = build_summary(
+        _summary(provenance, options, policy, expected, report, envelope), datetime.now(UTC)
+    )
+    write_summary(summary, signer, options.vsa)
+    return GateResult(report, policy=policy, vsa_path=options.vsa)
 
 
-def _keys(options: GateOptions) -> list[PublicKey]:
-    keys = [trusted_key(k, options.environment) for k in options.keys]
-    if not keys:
-        raise InputError("no trusted key given", "pass --key with the signer's public key")
-    return keys
+def _vsa_signer(options: GateOptions) -> Signer | None:
+    """The VSA's signer, loaded before anything is verified (a bad key fails at once)."""
+    if options.vsa is None:
+        return None
+    if not options.vsa_signer.strip() or options.vsa_signer.strip() == UNSIGNED:
+        raise InputError(
+            "a verification summary needs a signer", "pass --vsa-signer file:KEY.pem or a Key Vault key"
+        )
+    return from_uri(options.vsa_signer, options.environment)
 
 
-def expectations(options: GateOptions) -> Expectations:
-    """What the checks expect, from the options."""
+def _summary(
+    provenance: Path,
+    options: GateOptions,
+    policy: Policy | None,
+    expected: Expectations,
+    report: Report,
+    envelope: bytes,
+) -> Summary:
+    if policy is not None:
+        rules = {"uri": policy.path.resolve().as_uri(), "digest": {"sha256": policy.sha256}}
+    else:  # the options are the policy: named, and digested canonically
+        digest = hashlib.sha256(canonical_json(asdict(expected))).hexdigest()
+        rules = {"uri": OPTIONS_POLICY, "digest": {"sha256": digest}}
+    build = report.statement["predicate"]["buildDefinition"]["externalParameters"].get("build", {})
+    return Summary(
+        subjects=[(r.subject, r.artifact.sha256) for r in report.results],
+        verifier_id=options.verifier_id,
+        verifier_version={"slsa-provenance": __version__},
+        resource_uri=options.resource_uri or str(build.get("buildUrl", "")),
+        policy=rules,
+        input_attestations=[
+            {
+                "uri": provenance.resolve().as_uri(),
+                "digest": {"sha256": hashlib.sha256(envelope).hexdigest()},
+            }
+        ],
+        level=report.level,
+    )
+
+
+_NARROW_ONLY = "a flag can only narrow the policy: change the policy, reviewed, or leave the flag out"
+
+
+def trusted_keys(options: GateOptions, policy: Policy | None) -> list[PublicKey]:
+    """The keys given, or the policy's; with both, each key given must be one of the policy's."""
+    given = [trusted_key(k, options.environment) for k in options.keys]
+    if policy is None:
+        if not given:
+            raise InputError("no trusted key given", "pass --key with the signer's public key, or --policy")
+        return given
+    trusted = [trusted_key(k, options.environment) for k in policy.trusted_keys]
+    allowed = {fingerprint(k) for k in trusted}
+    for spec, key in zip(options.keys, given, strict=True):
+        if fingerprint(key) not in allowed:
+            raise InputError(
+                f"key {spec} is not among the trusted keys of policy {policy.path}", _NARROW_ONLY
+            )
+    return given or trusted
+
+
+def expectations(options: GateOptions, policy: Policy | None = None) -> Expectations:
+    """What the checks expect: the policy's rules and every flag, all checked (so flags narrow).
+    Raises InputError for a flag the policy forbids: --allow-unconfirmed, another --build-type."""
+    build_type = options.build_type
+    if policy is not None and policy.build_type is not None:
+        if build_type is not None and build_type != policy.build_type:
+            raise InputError(
+                f"build type {build_type!r} contradicts the buildType {policy.build_type!r} of policy "
+                f"{policy.path}",
+                _NARROW_ONLY,
+            )
+        build_type = policy.build_type
+    if policy is not None and options.allow_unconfirmed and not policy.allow_unconfirmed:
+        raise InputError(
+            f"allowing unconfirmed provenance would widen policy {policy.path} (allowUnconfirmed is false)",
+            _NARROW_ONLY,
+        )
     return Expectations(
         builder_id=options.builder_id,
         source_uri=options.source_uri,
         source_ref=options.source_ref,
         commit=options.commit,
         sbom_sha256=sha256_file(options.sbom)[0] if options.sbom else None,
-        allow_unconfirmed=options.allow_unconfirmed,
-        **({"build_type": options.build_type} if options.build_type else {}),
+        allow_unconfirmed=policy.allow_unconfirmed if policy is not None else options.allow_unconfirmed,
+        builders=policy.builders if policy is not None else None,
+        repositories=policy.repositories if policy is not None else None,
+        refs=policy.refs if policy is not None else None,
+        require_sbom=policy.require_sbom if policy is not None else False,
+        **({"build_type": build_type} if build_type else {}),
     )

@@ -189,10 +189,15 @@ def _report_progress(progress: Progress) -> None:
 
 def _verify(inputs: Inputs) -> str:
     from slsa_provenance.gate import GateOptions, verify_gate
+    from slsa_provenance.vsa import VERIFIER_ID
 
     keys = inputs.lines("trustedKeys")
-    if not keys:
-        raise InputError("the task input 'trustedKeys' is empty", "list the trusted public key files")
+    policy = inputs.get("policyFile")
+    if not keys and not policy:
+        raise InputError(
+            "the task inputs 'trustedKeys' and 'policyFile' are empty",
+            "list the trusted public key files, or give a policy that lists them",
+        )
     images = inputs.lines("verifyImages")
     result = verify_gate(
         GateOptions(
@@ -205,6 +210,11 @@ def _verify(inputs: Inputs) -> str:
             source_ref=inputs.get("expectedRef") or None,
             build_type=inputs.get("expectedBuildType") or None,
             allow_unconfirmed=inputs.flag("allowUnconfirmed", False),
+            policy=Path(policy) if policy else None,
+            vsa=Path(inputs.get("vsaFile")) if inputs.get("vsaFile") else None,
+            vsa_signer=inputs.get("vsaSigner"),
+            resource_uri=inputs.get("resourceUri"),
+            verifier_id=inputs.get("verifierId", VERIFIER_ID),
             environment=inputs.env,
         )
     )
@@ -216,6 +226,7 @@ def _verify(inputs: Inputs) -> str:
     passed = [r for r in report.results if r.passed]
     vso.emit("task.setvariable", str(len(passed)), variable="subjectCount")
     vso.emit("task.setvariable", report.keyid, variable="keyId")
+    vso.emit("task.setvariable", str(result.vsa_path or ""), variable="vsaPath")
     if not report.passed:
         failed = next(r for r in report.results if not r.passed)
         raise Error(

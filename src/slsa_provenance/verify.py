@@ -17,13 +17,21 @@ are. Ref and builder globs follow `globs`: `*` within a segment, `**` across.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from slsa_provenance import bundle, dsse, globs, untrusted
 from slsa_provenance.errors import InputError, VerificationError
 from slsa_provenance.keys import PublicKey
 from slsa_provenance.provenance import BUILD_TYPE, PREDICATE_TYPE, SPDX_MEDIA_TYPE, STATEMENT_TYPE
+
+
+@dataclass(frozen=True)
+class Builder:
+    id: str
+    """runDetails.builder.id, exact or a glob."""
+    level: int
+    """The SLSA Build level its provenance earns."""
 
 
 @dataclass(frozen=True)
@@ -37,6 +45,12 @@ class Expectations:
     build_type: str = BUILD_TYPE
     allow_unconfirmed: bool = False
     """Accept provenance whose run context the server did not confirm (it could claim any branch)."""
+    builders: tuple[Builder, ...] | None = None
+    """A policy's builders: builder.id matches one, which gives the level (None: any, level 2)."""
+    repositories: tuple[str, ...] | None = None
+    refs: tuple[str, ...] | None = None
+    """A policy's refs, exact or globs: workflow.ref matches one."""
+    require_sbom: bool = False
 
 
 BY_DIGEST = "digest"
@@ -83,6 +97,8 @@ class Report:
     results: list[ArtifactResult]
     level: int = 0
     """The SLSA Build level the verified provenance earns; 0 when it did not verify."""
+    statement: dict[str, Any] = field(default_factory=dict)
+    """The verified Statement; empty when checks (1)-(8) failed."""
 
     @property
     def passed(self) -> bool:
@@ -97,7 +113,8 @@ def run_checks(
         verified = verify_provenance(envelope_json, keys, expected)
     except VerificationError as exc:
         return Report("", [ArtifactResult(a, error=a.refused or exc.message) for a in artifacts])
-    return Report(verified.keyid, check_artifacts(verified.statement, artifacts), verified.level)
+    results = check_artifacts(verified.statement, artifacts)
+    return Report(verified.keyid, results, verified.level, verified.statement)
 
 
 @dataclass(frozen=True)
@@ -127,21 +144,14 @@ def verify_provenance(
         _get(statement, "(4) buildType", BUILD_PATH),
         expected.build_type,
     )
-    if expected.builder_id is not None:
-        _expect(
-            "(5) builder.id",
-            "builder.id",
-            _get(statement, "(5) builder.id", BUILDER_PATH),
-            expected.builder_id,
-        )
+    level = _check_builder(statement, expected)
     _check_source(statement, expected)
     if expected.commit is not None:
         commit = _get(statement, "(8) commit", COMMIT_PATH)
         _expect("(8) commit", "gitCommit", commit, expected.commit.lower())
-    if expected.sbom_sha256 is not None:
-        _check_sbom(statement, expected.sbom_sha256)
+    _check_sbom(statement, expected)
     confirmed = _check_confirmed(statement, expected)
-    return VerifiedStatement(keyid=verified.keyid, statement=statement, level=2 if confirmed else 1)
+    return VerifiedStatement(keyid=verified.keyid, statement=statement, level=level if confirmed else 1)
 
 
 BUILD_PATH = "predicate.buildDefinition.buildType"
@@ -170,6 +180,22 @@ def _check_confirmed(statement: dict[str, Any], expected: Expectations) -> bool:
     return False
 
 
+def _check_builder(statement: dict[str, Any], expected: Expectations) -> int:
+    """Check (5); the level the builder earns."""
+    if expected.builder_id is None and expected.builders is None:
+        return 2
+    builder = _get(statement, "(5) builder.id", BUILDER_PATH)
+    if expected.builder_id is not None:
+        _expect("(5) builder.id", "builder.id", builder, expected.builder_id)
+    if expected.builders is None:
+        return 2
+    for trusted in expected.builders:
+        if globs.matches(trusted.id, builder):
+            return trusted.level
+    ids = [b.id for b in expected.builders]
+    raise VerificationError("(5) builder.id", f"builder.id: got {builder!r}, expected one of {ids!r}")
+
+
 def _check_source(statement: dict[str, Any], expected: Expectations) -> None:
     repository = _get(statement, "(6) source", REPOSITORY_PATH)
     ref = _get(statement, "(7) ref", REF_PATH)
@@ -180,6 +206,12 @@ def _check_source(statement: dict[str, Any], expected: Expectations) -> None:
             repository,
             expected.source_uri.removeprefix("git+"),
         )
+    allowed = [r.removeprefix("git+") for r in expected.repositories or ()]
+    if expected.repositories is not None and repository not in allowed:
+        raise VerificationError(
+            "(6) source", f"workflow.repository: got {repository!r}, expected one of {allowed!r}"
+        )
+    if expected.source_uri is not None or expected.repositories is not None:
         _expect(
             "(6) source",
             "resolvedDependencies[0].uri",
@@ -188,6 +220,10 @@ def _check_source(statement: dict[str, Any], expected: Expectations) -> None:
         )
     if expected.source_ref is not None and not globs.matches(expected.source_ref, ref):
         raise VerificationError("(7) ref", f"workflow.ref: got {ref!r}, expected {expected.source_ref!r}")
+    if expected.refs is not None and not any(globs.matches(glob, ref) for glob in expected.refs):
+        raise VerificationError(
+            "(7) ref", f"workflow.ref: got {ref!r}, expected one of {list(expected.refs)!r}"
+        )
 
 
 def _check_unique_subjects(statement: dict[str, Any]) -> None:
@@ -203,7 +239,10 @@ def _check_unique_subjects(statement: dict[str, Any]) -> None:
             seen.add(name)
 
 
-def _check_sbom(statement: dict[str, Any], sha256: str) -> None:
+def _check_sbom(statement: dict[str, Any], expected: Expectations) -> None:
+    """Check (10): the SBOM given is the recorded byproduct; with `require_sbom`, one is recorded."""
+    if expected.sbom_sha256 is None and not expected.require_sbom:
+        return
     byproducts = _byproducts(statement)
     recorded = (
         [
@@ -214,7 +253,10 @@ def _check_sbom(statement: dict[str, Any], sha256: str) -> None:
         if isinstance(byproducts, list)
         else []
     )
-    if sha256 not in recorded:
+    if expected.require_sbom and not recorded:
+        raise VerificationError("(10) sbom", "no SBOM byproduct is recorded, and the policy requires one")
+    sha256 = expected.sbom_sha256
+    if sha256 is not None and sha256 not in recorded:
         raise VerificationError(
             "(10) sbom", f"byproducts sha256: got {sha256}, expected one of {recorded or 'none recorded'}"
         )
