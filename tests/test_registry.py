@@ -534,3 +534,24 @@ def test_bad_image_references_fail_with_one_sentence(  # type: ignore[no-untyped
         errors = [line for line in run.stderr.splitlines() if line.startswith("error: ")]
         assert len(errors) == 1 and message in errors[0], (args, run.stderr)
     assert not (tmp_path / "out").exists()
+
+
+def test_a_policy_applies_to_images_and_a_summary_is_refused_for_them(  # type: ignore[no-untyped-def]
+    acr: AzureStack, registry: DockerRegistry, key_files, tmp_path: Path
+) -> None:
+    private, public = key_files["ecdsa-p256"]
+    repo, digest, (code, _, err) = attach_new_image(acr, registry, private, tmp_path)
+    assert code == 0, err
+    image = f"{registry.host}/{repo}@{digest}"
+    policy = tmp_path / "policy.yml"
+    env = {**acr.env, "HOME": "/nonexistent"}
+    for refs, expected_code in (("['refs/heads/main']", 0), ("['refs/tags/v*']", 1)):
+        policy.write_text(f"trustedKeys: [{public}]\nrefs: {refs}\n")
+        run = run_cli("verify", "--policy", policy, "--image", image, env=env)
+        assert run.returncode == expected_code, run.stdout + run.stderr
+    assert "(7) ref: workflow.ref: got 'refs/heads/main', expected one of ['refs/tags/v*']" in run.stdout
+    refused = run_cli(
+        "verify", "--policy", policy, "--image", image, "--vsa", tmp_path / "vsa.jsonl", env=env
+    )
+    assert refused.returncode == 2
+    assert "a verification summary is written for --provenance, not yet for --image" in refused.stderr

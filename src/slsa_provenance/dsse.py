@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from slsa_provenance import untrusted
-from slsa_provenance.errors import InputError, VerificationError
+from slsa_provenance.errors import Error, InputError, VerificationError
 from slsa_provenance.keys import PublicKey, verify_signature
 
 if TYPE_CHECKING:
@@ -105,6 +105,20 @@ def sign(payload: bytes, payload_type: str, signer: Signer) -> Envelope:
     """Sign PAE(payload_type, payload) with one signer."""
     signature = Signature(keyid=signer.keyid, sig=signer.sign(pae(payload_type, payload)))
     return Envelope(payload=payload, payload_type=payload_type, signatures=(signature,))
+
+
+def sign_checked(payload: bytes, payload_type: str, signer: Signer) -> Envelope:
+    """`sign`, then verify the signature with the signer's own public key. Raises Error when it does
+    not verify (a faulty key or signing service), so that nothing is written."""
+    envelope = sign(payload, payload_type, signer)
+    try:
+        verify(envelope, [signer.public_key()])
+    except VerificationError as exc:
+        raise Error(
+            "the new signature does not verify with the signer's own public key",
+            "the key or the signing service is faulty; nothing was written",
+        ) from exc
+    return envelope
 
 
 @dataclass(frozen=True)

@@ -106,8 +106,8 @@ def verify_gate(options: GateOptions) -> GateResult:
         reports = verify_images(options.images, keys, expected, options.environment)
         return GateResult(None, reports, policy)
     signer = _vsa_signer(options)
-    artifacts = artifact_digests(options.artifacts, options.digests)
     keys = trusted_keys(options, policy)
+    artifacts = artifact_digests(options.artifacts, options.digests)
     envelope = read_limited(provenance, "provenance", MAX_ENVELOPE)
     report = run_checks(envelope, keys, expected, artifacts)
     if signer is None or options.vsa is None or not report.passed:

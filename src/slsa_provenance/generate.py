@@ -26,7 +26,7 @@ from slsa_provenance import dsse
 from slsa_provenance.attach import Attached, attach
 from slsa_provenance.bundle import bundle_parts
 from slsa_provenance.context import RunContext
-from slsa_provenance.errors import Error, InputError
+from slsa_provenance.errors import InputError
 from slsa_provenance.files import write_files
 from slsa_provenance.hashing import Hashing, ProgressCallback
 from slsa_provenance.images import Image, ImageReference, image_references, resolve
@@ -122,14 +122,7 @@ def generate(options: GenerateOptions, on_progress: ProgressCallback | None = No
             envelope = dsse.Envelope(payload=payload, payload_type=dsse.PAYLOAD_TYPE, signatures=())
             keyid = ""
         else:
-            envelope = dsse.sign(payload, dsse.PAYLOAD_TYPE, signer)
-            try:
-                dsse.verify(envelope, [signer.public_key()])
-            except Error as exc:
-                raise Error(
-                    "the new signature does not verify with the signer's own public key",
-                    "the key or the signing service is faulty; nothing was written",
-                ) from exc
+            envelope = dsse.sign_checked(payload, dsse.PAYLOAD_TYPE, signer)
             keyid = signer.keyid
         envelope_path = output_dir / ENVELOPE_NAME
         envelope_json = envelope.to_json()

@@ -86,12 +86,5 @@ def validate_summary(statement: dict[str, Any]) -> None:
 def write_summary(statement: dict[str, Any], signer: Signer, path: Path) -> None:
     """Validate, sign, check the signature, and write atomically. Raises Error (nothing written)."""
     validate_summary(statement)
-    envelope = dsse.sign(canonical_json(statement), dsse.PAYLOAD_TYPE, signer)
-    try:
-        dsse.verify(envelope, [signer.public_key()])
-    except Error as exc:
-        raise Error(
-            "the verification summary's signature does not verify with the signer's own public key",
-            "the key or the signing service is faulty; nothing was written",
-        ) from exc
+    envelope = dsse.sign_checked(canonical_json(statement), dsse.PAYLOAD_TYPE, signer)
     write_files({path: (envelope.to_json(), b"\n")})
