@@ -127,7 +127,7 @@ class VerifiedStatement:
 def verify_provenance(
     envelope_json: bytes, keys: Sequence[PublicKey], expected: Expectations
 ) -> VerifiedStatement:
-    """Checks (1) to (8). Raises VerificationError naming the first check that fails."""
+    """Checks (1) to (8), (10) and (11). Raises VerificationError naming the first check that fails."""
     try:
         envelope = dsse.Envelope.from_json(bundle.envelope_json(envelope_json))
     except InputError as exc:
