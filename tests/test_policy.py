@@ -99,6 +99,11 @@ def test_json_policies_are_read_with_lines_too(tmp_path: Path) -> None:
         ("", "is empty"),
         ("trustedKeys: [a.pub\n", "is not YAML or JSON: line 2: expected ',' or ']', but got '<stream end>'"),
         ("- a\n- b\n", "is invalid: line 1: (policy): ['a', 'b'] is not of type 'object'"),
+        (
+            "trustedKeys: [a.pub]\nrefs:\n  " + "[" * 5000 + "]" * 5000,
+            "is nested deeper than 64 levels at line 3",
+        ),
+        ("trustedKeys: !!python/object:os.system x\n", "could not determine a constructor for the tag"),
     ],
 )
 def test_unusable_policies(tmp_path: Path, text: str, message: str) -> None:

@@ -24,6 +24,7 @@ from slsa_provenance.files import read_limited
 from slsa_provenance.verify import Builder
 
 MAX_POLICY = 1 << 20
+MAX_DEPTH = 64
 _REMEDY = "correct the policy (docs/policy.md describes each field)"
 
 
@@ -85,6 +86,7 @@ def _parse(raw: bytes, path: Path) -> tuple[Any, Lines, Problems]:
     import yaml
 
     try:
+        _check_depth(raw, path)
         node = yaml.compose(raw, Loader=yaml.SafeLoader)
         document = yaml.safe_load(raw)
     except yaml.YAMLError as exc:
@@ -98,6 +100,24 @@ def _parse(raw: bytes, path: Path) -> tuple[Any, Lines, Problems]:
     problems: Problems = []
     _walk(node, (), lines, problems, set())
     return document, lines, problems
+
+
+def _check_depth(raw: bytes, path: Path) -> None:
+    """Refuse nesting deeper than MAX_DEPTH from the parser's events (iterative), before the
+    composer, which recurses, could reach the interpreter's limit."""
+    import yaml
+
+    depth = 0
+    for event in yaml.parse(raw, Loader=yaml.SafeLoader):
+        if isinstance(event, yaml.CollectionStartEvent):
+            depth += 1
+            if depth > MAX_DEPTH:
+                line = event.start_mark.line + 1
+                raise InputError(
+                    f"policy {path} is nested deeper than {MAX_DEPTH} levels at line {line}", _REMEDY
+                )
+        elif isinstance(event, yaml.CollectionEndEvent):
+            depth -= 1
 
 
 def _walk(node: Any, path: tuple[str | int, ...], lines: Lines, problems: Problems, seen: set[int]) -> None:
