@@ -94,6 +94,7 @@ def test_every_input_has_help_a_label_and_a_group_that_exists() -> None:
         "subjectCount",
         "keyId",
         "attachedReferrers",
+        "vsaPath",
     ]
 
 
