@@ -7,7 +7,7 @@ const { spawnSync } = require('child_process');
 const fs = require('fs');
 const path = require('path');
 
-const PASS = /^(INPUT_|ENDPOINT_|SECRET_SYSTEM_ACCESSTOKEN$|SYSTEM_|BUILD_|AGENT_|TF_BUILD$|SLSA_|HOME$|USERPROFILE$|TEMP$|TMP$|TMPDIR$|SYSTEMROOT$|WINDIR$|COMSPEC$|LANG$|LC_ALL$|REQUESTS_CA_BUNDLE$|HTTPS?_PROXY$|NO_PROXY$)/i;
+const PASS = /^(INPUT_|ENDPOINT_|SECRET_SYSTEM_ACCESSTOKEN$|SECRET_AGENT_PROXYPASSWORD$|SECRET_AGENT_CLIENTCERTPASSWORD$|SYSTEM_|BUILD_|AGENT_|TF_BUILD$|SLSA_|HOME$|USERPROFILE$|TEMP$|TMP$|TMPDIR$|SYSTEMROOT$|WINDIR$|COMSPEC$|LANG$|LC_ALL$|REQUESTS_CA_BUNDLE$|HTTPS?_PROXY$|NO_PROXY$)/i;
 const LAUNCHER = path.join(__dirname, 'launch.py');
 const WINDOWS = process.platform === 'win32';
 const SYSTEM_PYTHONS = ['/usr/bin/python3', '/usr/local/bin/python3', '/opt/homebrew/bin/python3'];

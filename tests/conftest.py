@@ -282,14 +282,18 @@ def vault_keys():  # type: ignore[no-untyped-def]
 
 
 class AzureStack:
-    """Entra, Azure DevOps and Key Vault on 127.0.0.1, and the agent environment that points at them."""
+    """Entra, Azure DevOps and Key Vault on 127.0.0.1, and the agent environment that points at them;
+    with `domain`, their URLs name entra.DOMAIN, ado.DOMAIN and vault.DOMAIN instead."""
 
-    def __init__(self, ca, vault_keys) -> None:  # type: ignore[no-untyped-def]
+    def __init__(self, ca, vault_keys, domain: str = "") -> None:  # type: ignore[no-untyped-def]
         from fakes import AzureDevOps, Entra, KeyVault
 
-        self.entra = Entra(ca, TENANT_ID, CLIENT_ID).start()
-        self.ado = AzureDevOps(ca, ACCESS_TOKEN, CONNECTION_ID, self.entra).start()
-        self.vault = KeyVault(ca, self.entra).start()
+        self.entra = Entra(ca, TENANT_ID, CLIENT_ID)
+        self.ado = AzureDevOps(ca, ACCESS_TOKEN, CONNECTION_ID, self.entra)
+        self.vault = KeyVault(ca, self.entra)
+        for name, server in (("entra", self.entra), ("ado", self.ado), ("vault", self.vault)):
+            server.host = f"{name}.{domain}" if domain else server.host
+            server.start()
         self.kids = {name: self.vault.add_key(name, key) for name, key in vault_keys.items()}
         collection = self.ado.collection
         connection = CONNECTION_ID.upper()

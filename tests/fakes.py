@@ -56,7 +56,8 @@ def json_response(body: Any, status: int = 200, headers: dict[str, str] | None =
 
 
 class CertificateAuthority:
-    """A CA made at test time and one leaf certificate for 127.0.0.1 and localhost."""
+    """A CA made at test time and one leaf certificate for 127.0.0.1, localhost and *.slsa.test (names
+    that only the proxy of the proxy tests resolves)."""
 
     def __init__(self, folder: Path) -> None:
         now = datetime.datetime.now(datetime.UTC)
@@ -89,6 +90,7 @@ class CertificateAuthority:
                 x509.SubjectAlternativeName(
                     [
                         x509.DNSName("localhost"),
+                        x509.DNSName("*.slsa.test"),
                         x509.IPAddress(__import__("ipaddress").ip_address("127.0.0.1")),
                     ]
                 ),
@@ -149,6 +151,8 @@ class HttpsServer:
     routes: list[tuple[str, re.Pattern[str], Handler]] = field(default_factory=list)
     faults: list[tuple[re.Pattern[str], Fault]] = field(default_factory=list)
     requests: list[Request] = field(default_factory=list)
+    host: str = "127.0.0.1"  # the name in its URLs; it always listens on 127.0.0.1
+    client_ca: Path | None = None  # set: only clients with a certificate this CA issued get an answer
 
     def start(self) -> HttpsServer:
         server = self
@@ -196,7 +200,11 @@ class HttpsServer:
 
         self._httpd = _QuietServer(("127.0.0.1", 0), _Handler)
         self._httpd.daemon_threads = True
-        self._httpd.socket = self.ca.server_context().wrap_socket(self._httpd.socket, server_side=True)
+        context = self.ca.server_context()
+        if self.client_ca:
+            context.verify_mode = ssl.CERT_REQUIRED
+            context.load_verify_locations(self.client_ca)
+        self._httpd.socket = context.wrap_socket(self._httpd.socket, server_side=True)
         threading.Thread(target=self._httpd.serve_forever, args=(0.05,), daemon=True).start()
         return self
 
@@ -206,7 +214,7 @@ class HttpsServer:
 
     @property
     def url(self) -> str:
-        return f"https://127.0.0.1:{self._httpd.server_address[1]}"
+        return f"https://{self.host}:{self._httpd.server_address[1]}"
 
     @property
     def port(self) -> int:
@@ -377,7 +385,8 @@ class KeyVault(HttpsServer):
         token = request.headers.get("authorization", "").removeprefix("Bearer ")
         if token in self.entra.issued:
             return None
-        challenge = f'Bearer authorization="{self.entra.url}/{self.entra.tenant}", resource="https://0.0.1:{self.port}"'
+        parent = self.host.split(".", 1)[1]  # the SDK wants the vault's host to end with "." + the resource's
+        challenge = f'Bearer authorization="{self.entra.url}/{self.entra.tenant}", resource="https://{parent}:{self.port}"'
         return json_response(
             {"error": {"code": "Unauthorized", "message": "AKV10000"}}, 401, {"WWW-Authenticate": challenge}
         )

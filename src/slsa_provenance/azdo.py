@@ -55,6 +55,7 @@ class AzureDevOps:
         self._client: Any = PipelineClient(
             base_url=collection,
             policies=[HeadersPolicy(headers), UserAgentPolicy(options["user_agent"]), retry],
+            transport=options.get("transport"),
         )
 
     def get(self, path: str, what: str) -> dict[str, Any]:
