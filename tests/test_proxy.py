@@ -158,6 +158,7 @@ def test_a_bypassed_host_gets_no_connect_and_is_reached_directly(
     hosts.write_text(Path("/etc/hosts").read_text() + f"\n127.0.0.1 {named.vault.host}\n")
     bypass = f'["^https://vault\\\\.{re.escape(DOMAIN).replace(chr(92), chr(92) * 2)}:{named.vault.port}$"]'
     env = {**named.env, **agent_proxy(proxy, bypass=bypass), "PYTHONPATH": str(REPO / "src")}
+    env["HTTPS_PROXY"] = "http://127.0.0.1:9"  # nothing listens there: the agent's settings win, both ways
     command = [sys.executable, "-m", "slsa_provenance", "generate", "--drop", str(drop)]
     command += ["--signer", f"azurekms://{hostport(named.vault)}/p256"]
     # Python, not sh, execs the CLI: sh drops variables whose names hold '-' (the connection's).
