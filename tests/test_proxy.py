@@ -229,3 +229,21 @@ def test_the_packaged_step_goes_only_through_the_proxy_and_never_shows_the_passw
     assert not [line for line in outside if proxy.password in line or quote(proxy.password) in line]
     if trace.exists():
         assert "launch.py" in trace.read_text() and proxy.password not in trace.read_text()
+
+
+def test_a_registry_is_reached_through_the_proxy_too(
+    named: AzureStack, proxy: Proxy, certificate_authority
+) -> None:  # type: ignore[no-untyped-def]
+    from fakes import json_response
+    from slsa_provenance.oci import Registries
+
+    registry = HttpsServer(certificate_authority, host=f"registry.{DOMAIN}")
+    registry.route("GET", r"/v2/", lambda request: json_response({}))
+    registry.start()
+    try:
+        with Registries({**named.env, **agent_proxy(proxy)}) as registries:
+            answer = registries.send("GET", f"{registry.url}/v2/", {"Accept": "application/json"})
+        assert (answer.status, answer.body) == (200, b"{}")
+        assert hostport(registry) in proxy.connects({hostport(registry)})
+    finally:
+        registry.stop()

@@ -10,6 +10,7 @@ agent's CA besides the usual roots, and presents the agent's client certificate 
 
 from __future__ import annotations
 
+import functools
 import os
 import re
 import ssl
@@ -52,14 +53,13 @@ class AgentTransport(RequestsTransport):  # type: ignore[misc]
 
 
 class _AgentTlsAdapter(HTTPAdapter):
-    """Builds each connection's TLS context from the usual roots (certifi, or REQUESTS_CA_BUNDLE) plus the
+    """Gives each connection a TLS context of the usual roots (certifi, or REQUESTS_CA_BUNDLE) plus the
     agent's CA, with the agent's client certificate: for direct connections and proxy tunnels alike."""
 
     def __init__(self, network: AgentNetwork) -> None:
         super().__init__(max_retries=Retry(total=False, redirect=False, raise_on_status=False))
         self._network = network
-        self._contexts: dict[str, ssl.SSLContext] = {}
-        self._context(DEFAULT_CA_BUNDLE_PATH)  # a bad setting fails when the client is made, not mid-flow
+        tls_context(network, DEFAULT_CA_BUNDLE_PATH)  # a bad setting fails when the client is made
 
     def build_connection_pool_key_attributes(
         self, request: Any, verify: Any, cert: Any = None
@@ -68,27 +68,27 @@ class _AgentTlsAdapter(HTTPAdapter):
         if verify is False:
             return host, pool
         roots = pool.pop("ca_certs", None) or pool.pop("ca_cert_dir", None) or DEFAULT_CA_BUNDLE_PATH
-        pool["ssl_context"] = self._context(str(roots))
+        pool["ssl_context"] = tls_context(self._network, str(roots))
         return host, pool
 
-    def _context(self, roots: str) -> ssl.SSLContext:
-        """Raises InputError when the agent's CA or client certificate cannot be loaded."""
-        if roots not in self._contexts:
-            context = create_urllib3_context()
-            context.load_verify_locations(**{"capath" if os.path.isdir(roots) else "cafile": roots})
-            network = self._network
-            try:
-                if network.ca_file:
-                    context.load_verify_locations(cafile=network.ca_file)
-                if network.client_cert:
-                    context.load_cert_chain(
-                        network.client_cert, network.client_key or None, network.client_key_password or None
-                    )
-            except (ssl.SSLError, OSError) as exc:
-                raise InputError(
-                    f"the agent's certificate settings cannot be used ({exc})",
-                    "check that Agent.CAInfo is a PEM CA certificate and that Agent.ClientCert, "
-                    "Agent.ClientCertKey and Agent.ClientCertPassword belong together",
-                ) from exc
-            self._contexts[roots] = context
-        return self._contexts[roots]
+
+@functools.cache
+def tls_context(network: AgentNetwork, roots: str) -> ssl.SSLContext:
+    """Built once per settings and roots. Raises InputError when the agent's CA or client certificate
+    cannot be loaded."""
+    context = create_urllib3_context()
+    context.load_verify_locations(**{"capath" if os.path.isdir(roots) else "cafile": roots})
+    try:
+        if network.ca_file:
+            context.load_verify_locations(cafile=network.ca_file)
+        if network.client_cert:
+            context.load_cert_chain(
+                network.client_cert, network.client_key or None, network.client_key_password or None
+            )
+    except (ssl.SSLError, OSError) as exc:
+        raise InputError(
+            f"the agent's certificate settings cannot be used ({exc})",
+            "check that Agent.CAInfo is a PEM CA certificate and that Agent.ClientCert, "
+            "Agent.ClientCertKey and Agent.ClientCertPassword belong together",
+        ) from exc
+    return context

@@ -126,6 +126,7 @@ class Registries:
                     RetryPolicy(**options),
                     RedirectPolicy(),
                 ],
+                transport=options.get("transport"),
             )
         return self._client
 
