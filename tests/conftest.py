@@ -292,7 +292,7 @@ class AzureStack:
         self.ado = AzureDevOps(ca, ACCESS_TOKEN, CONNECTION_ID, self.entra)
         self.vault = KeyVault(ca, self.entra)
         for name, server in (("entra", self.entra), ("ado", self.ado), ("vault", self.vault)):
-            server.host = f"{name}.{domain}" if domain else server.host
+            server.hostname = f"{name}.{domain}" if domain else server.hostname
             server.start()
         self.kids = {name: self.vault.add_key(name, key) for name, key in vault_keys.items()}
         collection = self.ado.collection

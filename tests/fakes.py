@@ -151,7 +151,7 @@ class HttpsServer:
     routes: list[tuple[str, re.Pattern[str], Handler]] = field(default_factory=list)
     faults: list[tuple[re.Pattern[str], Fault]] = field(default_factory=list)
     requests: list[Request] = field(default_factory=list)
-    host: str = "127.0.0.1"  # the name in its URLs; it always listens on 127.0.0.1
+    hostname: str = "127.0.0.1"  # the name in its URLs; it always listens on 127.0.0.1
     client_ca: Path | None = None  # set: only clients with a certificate this CA issued get an answer
 
     def start(self) -> HttpsServer:
@@ -214,7 +214,7 @@ class HttpsServer:
 
     @property
     def url(self) -> str:
-        return f"https://{self.host}:{self._httpd.server_address[1]}"
+        return f"https://{self.hostname}:{self._httpd.server_address[1]}"
 
     @property
     def port(self) -> int:
@@ -385,7 +385,9 @@ class KeyVault(HttpsServer):
         token = request.headers.get("authorization", "").removeprefix("Bearer ")
         if token in self.entra.issued:
             return None
-        parent = self.host.split(".", 1)[1]  # the SDK wants the vault's host to end with "." + the resource's
+        parent = self.hostname.split(".", 1)[
+            1
+        ]  # the SDK wants the vault's host to end with "." + the resource's
         challenge = f'Bearer authorization="{self.entra.url}/{self.entra.tenant}", resource="https://{parent}:{self.port}"'
         return json_response(
             {"error": {"code": "Unauthorized", "message": "AKV10000"}}, 401, {"WWW-Authenticate": challenge}

@@ -107,7 +107,7 @@ def agent_proxy(proxy: Proxy, password: str | None = None, bypass: str = "") -> 
 
 
 def hostport(server: HttpsServer) -> str:
-    return f"{server.host}:{server.port}"
+    return f"{server.hostname}:{server.port}"
 
 
 def test_the_cli_reaches_every_service_only_through_the_proxy(
@@ -155,7 +155,7 @@ def test_a_bypassed_host_gets_no_connect_and_is_reached_directly(
     if shutil.which("unshare") is None or subprocess.run(["unshare", "-rm", "true"], check=False).returncode:
         pytest.skip("this machine does not allow private mount namespaces")
     hosts = tmp_path / "hosts"
-    hosts.write_text(Path("/etc/hosts").read_text() + f"\n127.0.0.1 {named.vault.host}\n")
+    hosts.write_text(Path("/etc/hosts").read_text() + f"\n127.0.0.1 {named.vault.hostname}\n")
     bypass = f'["^https://vault\\\\.{re.escape(DOMAIN).replace(chr(92), chr(92) * 2)}:{named.vault.port}$"]'
     env = {**named.env, **agent_proxy(proxy, bypass=bypass), "PYTHONPATH": str(REPO / "src")}
     env["HTTPS_PROXY"] = "http://127.0.0.1:9"  # nothing listens there: the agent's settings win, both ways
@@ -237,7 +237,7 @@ def test_a_registry_is_reached_through_the_proxy_too(
     from fakes import json_response
     from slsa_provenance.oci import Registries
 
-    registry = HttpsServer(certificate_authority, host=f"registry.{DOMAIN}")
+    registry = HttpsServer(certificate_authority, hostname=f"registry.{DOMAIN}")
     registry.route("GET", r"/v2/", lambda request: json_response({}))
     registry.start()
     try:
