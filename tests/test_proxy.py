@@ -19,7 +19,6 @@ from urllib.parse import quote
 
 import pytest
 
-import test_extension
 from conftest import REPO, AzureStack, run_cli
 from fakes import HttpsServer
 from proxy_names import DOMAIN
@@ -27,7 +26,6 @@ from slsa_provenance import vso
 from test_extension import completion, run_step, step_env
 
 pytestmark = pytest.mark.integration
-extension = test_extension.extension  # the fixture that unpacks the built .vsix
 USER = "build-agent"
 
 
