@@ -536,22 +536,55 @@ def test_bad_image_references_fail_with_one_sentence(  # type: ignore[no-untyped
     assert not (tmp_path / "out").exists()
 
 
-def test_a_policy_applies_to_images_and_a_summary_is_refused_for_them(  # type: ignore[no-untyped-def]
-    acr: AzureStack, registry: DockerRegistry, key_files, tmp_path: Path
+def test_a_policy_and_a_summary_apply_to_images(  # type: ignore[no-untyped-def]
+    acr: AzureStack, registry: DockerRegistry, key_files, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
+    from slsa_provenance import dsse, task
+    from slsa_provenance.keys import load_public_key
+    from slsa_provenance.signers.local import LocalSigner
+    from test_interop import securesystemslib_verifies
+
     private, public = key_files["ecdsa-p256"]
     repo, digest, (code, _, err) = attach_new_image(acr, registry, private, tmp_path)
     assert code == 0, err
     image = f"{registry.host}/{repo}@{digest}"
     policy = tmp_path / "policy.yml"
+    vsa = tmp_path / "vsa.intoto.jsonl"
     env = {**acr.env, "HOME": "/nonexistent"}
-    for refs, expected_code in (("['refs/heads/main']", 0), ("['refs/tags/v*']", 1)):
-        policy.write_text(f"trustedKeys: [{public}]\nrefs: {refs}\n")
-        run = run_cli("verify", "--policy", policy, "--image", image, env=env)
-        assert run.returncode == expected_code, run.stdout + run.stderr
-    assert "(7) ref: workflow.ref: got 'refs/heads/main', expected one of ['refs/tags/v*']" in run.stdout
-    refused = run_cli(
-        "verify", "--policy", policy, "--image", image, "--vsa", tmp_path / "vsa.jsonl", env=env
+    summary = ["--vsa", vsa, "--vsa-signer", f"file:{key_files['ed25519'][0]}"]
+    policy.write_text(f"trustedKeys: [{public}]\nrefs: ['refs/tags/v*']\n")
+    refused = run_cli("verify", "--policy", policy, "--image", image, *summary, env=env)
+    assert refused.returncode == 1 and not vsa.exists()
+    assert "(7) ref: workflow.ref: got 'refs/heads/main', expected one of ['refs/tags/v*']" in refused.stdout
+    policy.write_text(
+        f"trustedKeys: [{public}]\nrefs: ['refs/heads/main']\nbuilders: [{{id: '**', level: 3}}]\n"
     )
-    assert refused.returncode == 2
-    assert "a verification summary is written for --provenance, not yet for --image" in refused.stderr
+    passed = run_cli("verify", "--policy", policy, "--image", image, *summary, env=env)
+    assert passed.returncode == 0, passed.stdout + passed.stderr
+    envelope = dsse.Envelope.from_json(vsa.read_bytes())
+    vsa_key = LocalSigner.from_file(str(key_files["ed25519"][0]))
+    assert securesystemslib_verifies(
+        envelope, load_public_key(key_files["ed25519"][1].read_bytes(), "vsa"), vsa_key.keyid
+    )
+    predicate = json.loads(envelope.payload)["predicate"]
+    assert json.loads(envelope.payload)["subject"] == [
+        {"name": f"{registry.host}/{repo}", "digest": {"sha256": digest.removeprefix("sha256:")}}
+    ]
+    assert predicate["verifiedLevels"] == ["SLSA_BUILD_LEVEL_3"]
+    assert predicate["policy"]["digest"]["sha256"] == hashlib.sha256(policy.read_bytes()).hexdigest()
+    [attestation] = predicate["inputAttestations"]
+    assert attestation["name"].startswith(f"{registry.host}/{repo} referrer sha256:")
+
+    vsa.unlink()
+    step = {
+        "INPUT_COMMAND": "verify",
+        "INPUT_VERIFYIMAGES": image,
+        "INPUT_POLICYFILE": str(policy),
+        "INPUT_VSAFILE": str(vsa),
+        "INPUT_VSASIGNER": f"file:{key_files['ed25519'][0]}",
+        "AGENT_TEMPDIRECTORY": str(tmp_path),
+    }
+    task.main({**env, **step})
+    out = capsys.readouterr().out
+    assert "##vso[task.complete result=Succeeded]all 1 images verified" in out, out
+    assert f"##vso[task.setvariable variable=vsaPath]{vsa}" in out and vsa.is_file()

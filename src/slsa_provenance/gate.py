@@ -18,7 +18,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from slsa_provenance import __version__
 from slsa_provenance.artifacts import artifact_digests
@@ -94,18 +94,17 @@ def verify_gate(options: GateOptions) -> GateResult:
         raise InputError("verify needs either --provenance or --image", "pass one of them")
     policy = load_policy(options.policy) if options.policy else None
     expected = expectations(options, policy)
+    signer = _vsa_signer(options)
     if provenance is None:
-        if options.vsa is not None:
-            raise InputError(
-                "a verification summary is written for --provenance, not yet for --image",
-                "verify the image's provenance file with --provenance and --digest sha256:HEX",
-            )
         from slsa_provenance.image_verify import verify_images
 
         keys = trusted_keys(options, policy)
         reports = verify_images(options.images, keys, expected, options.environment)
-        return GateResult(None, reports, policy)
-    signer = _vsa_signer(options)
+        if signer is None or options.vsa is None or not all(r.passed for r in reports):
+            return GateResult(None, reports, policy)
+        summary = build_summary(_images_summary(options, policy, expected, reports), datetime.now(UTC))
+        write_summary(summary, signer, options.vsa)
+        return GateResult(None, reports, policy, options.vsa)
     keys = trusted_keys(options, policy)
     artifacts = artifact_digests(options.artifacts, options.digests)
     envelope = read_limited(provenance, "provenance", MAX_ENVELOPE)
@@ -138,18 +137,12 @@ def _summary(
     report: Report,
     envelope: bytes,
 ) -> Summary:
-    if policy is not None:
-        rules = {"uri": policy.path.resolve().as_uri(), "digest": {"sha256": policy.sha256}}
-    else:  # the options are the policy: named, and digested canonically
-        digest = hashlib.sha256(canonical_json(asdict(expected))).hexdigest()
-        rules = {"uri": OPTIONS_POLICY, "digest": {"sha256": digest}}
-    build = report.statement["predicate"]["buildDefinition"]["externalParameters"].get("build", {})
     return Summary(
         subjects=[(r.subject, r.artifact.sha256) for r in report.results],
         verifier_id=options.verifier_id,
         verifier_version={"slsa-provenance": __version__},
-        resource_uri=options.resource_uri or str(build.get("buildUrl", "")),
-        policy=rules,
+        resource_uri=options.resource_uri or _build_url(report.statement),
+        policy=_policy_descriptor(policy, expected),
         input_attestations=[
             {
                 "uri": provenance.resolve().as_uri(),
@@ -161,6 +154,42 @@ def _summary(
 
 
 _NARROW_ONLY = "a flag can only narrow the policy: change the policy, reviewed, or leave the flag out"
+
+
+def _images_summary(
+    options: GateOptions, policy: Policy | None, expected: Expectations, reports: Sequence[ImageReport]
+) -> Summary:
+    """Every image a subject; the attestation that passed for each an input; the lowest level."""
+    passing = [(r, r.passing) for r in reports]
+    checked = [(r, a, a.report) for r, a in passing if a is not None and a.report is not None]
+    return Summary(
+        subjects=[
+            (r.image.reference.name, r.image.manifest.digest.removeprefix("sha256:")) for r, _, _ in checked
+        ],
+        verifier_id=options.verifier_id,
+        verifier_version={"slsa-provenance": __version__},
+        resource_uri=options.resource_uri or _build_url(checked[0][2].statement),
+        policy=_policy_descriptor(policy, expected),
+        input_attestations=[
+            {"name": f"{r.image.reference.name} {a.where}", "digest": {"sha256": a.sha256}}
+            for r, a, _ in checked
+        ],
+        level=min(report.level for _, _, report in checked),
+    )
+
+
+def _policy_descriptor(policy: Policy | None, expected: Expectations) -> dict[str, Any]:
+    """The policy file's URI and digest; without one, the options are the policy: named, and
+    digested canonically."""
+    if policy is not None:
+        return {"uri": policy.path.resolve().as_uri(), "digest": {"sha256": policy.sha256}}
+    digest = hashlib.sha256(canonical_json(asdict(expected))).hexdigest()
+    return {"uri": OPTIONS_POLICY, "digest": {"sha256": digest}}
+
+
+def _build_url(statement: dict[str, Any]) -> str:
+    build = statement["predicate"]["buildDefinition"]["externalParameters"].get("build", {})
+    return str(build.get("buildUrl", ""))
 
 
 def trusted_keys(options: GateOptions, policy: Policy | None) -> list[PublicKey]:

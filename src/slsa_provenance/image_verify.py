@@ -14,6 +14,7 @@ fails is named by its digest with the check that failed.
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -25,7 +26,7 @@ from slsa_provenance.errors import Error, InputError
 from slsa_provenance.images import Descriptor, Image, ImageReference, parse_reference
 from slsa_provenance.keys import PublicKey
 from slsa_provenance.oci import OCI_INDEX, OCI_MANIFEST, Registries, Repository, manifests_of
-from slsa_provenance.verify import MAX_ENVELOPE, Artifact, Expectations, run_checks
+from slsa_provenance.verify import MAX_ENVELOPE, Artifact, Expectations, Report, run_checks
 
 BUNDLE_PREFIX = BUNDLE_MEDIA_TYPE.split(".v0")[0]  # application/vnd.dev.sigstore.bundle
 MAX_ATTESTATIONS = 50
@@ -37,6 +38,10 @@ class Attestation:
     """`referrer sha256:…` or `cosign .att layer sha256:…`: what a message names."""
     error: str = ""
     keyid: str = ""
+    sha256: str = ""
+    """The attestation document's digest (bundle or envelope), as read from the registry."""
+    report: Report | None = None
+    """Its checks; the statement and level a Verification Summary records."""
 
 
 @dataclass
@@ -48,12 +53,17 @@ class ImageReport:
     def passed(self) -> bool:
         return any(not a.error for a in self.attestations)
 
+    @property
+    def passing(self) -> Attestation | None:
+        """The attestation that passed every check, if one did."""
+        return next((a for a in self.attestations if not a.error), None)
+
     def lines(self) -> list[str]:
         name = f"{self.image.reference.name}@{self.image.manifest.digest}"
         reference = self.image.reference
         resolved = [f"resolved {reference} to {self.image.manifest.digest}"] if not reference.digest else []
         lines = resolved + [f"FAILED: {name}: {a.where}: {a.error}" for a in self.attestations if a.error]
-        passing = next((a for a in self.attestations if not a.error), None)
+        passing = self.passing
         if passing:
             lines.append(f"PASSED: {name} ({passing.where}, signed by {passing.keyid})")
         elif not self.attestations:
@@ -89,7 +99,8 @@ def verify_image(
             continue
         result = run_checks(document, keys, expected, artifact)
         error = next((r.error for r in result.results if r.error), "")
-        report.attestations.append(Attestation(where, error, result.keyid))
+        digest = hashlib.sha256(document).hexdigest()
+        report.attestations.append(Attestation(where, error, result.keyid, digest, result))
         if not error:
             break
     return report

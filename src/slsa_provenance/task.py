@@ -220,13 +220,13 @@ def _verify(inputs: Inputs) -> str:
     )
     for line in result.lines():
         print(vso.neutralize(line))
+    vso.emit("task.setvariable", str(result.vsa_path or ""), variable="vsaPath")
     if result.report is None:
         return _images_verified(result.images)
     report = result.report
     passed = [r for r in report.results if r.passed]
     vso.emit("task.setvariable", str(len(passed)), variable="subjectCount")
     vso.emit("task.setvariable", report.keyid, variable="keyId")
-    vso.emit("task.setvariable", str(result.vsa_path or ""), variable="vsaPath")
     if not report.passed:
         failed = next(r for r in report.results if not r.passed)
         raise Error(
