@@ -27,6 +27,7 @@ import zipfile
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+from payload import write_payload
 from spdx import Package, write_sbom
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -35,17 +36,20 @@ STAGE = BUILD / "extension"
 TASK_FOLDER = "SlsaProvenanceV1"
 LOCK = ROOT / "packaging" / "runtime.lock"
 TARGETS = json.loads((ROOT / "packaging" / "targets.json").read_text())
+# Azure DevOps Server's and the Marketplace's default package limit (README, "Package size").
+BUDGET = 26_214_400
+CONTRIBUTORS = 8
 _WHEEL = re.compile(r"^(?P<name>[^-]+)-(?P<version>[^-]+)-.*\.whl$")
 
 
 def runtime_requirements(platform: str) -> list[str]:
-    """requirements.lock's runtime pins, with the platform's overrides from targets.json."""
+    """requirements.lock's runtime pins a platform of targets.json takes as wheels built for it, or, for
+    the platform "any", those every platform takes as pure Python (targets.json's "pure")."""
     lines = (ROOT / "requirements.lock").read_text().splitlines()
     runtime = lines[: next(i for i, line in enumerate(lines) if line.startswith("# build and development"))]
     pins = {_canonical(line.split("==")[0]): line for line in runtime if line and not line.startswith("#")}
-    for override in TARGETS.get("overrides", {}).get(platform, []):
-        pins[_canonical(override.split("==")[0])] = override
-    return sorted(pins.values())
+    pure = {_canonical(name) for name in TARGETS["pure"]}
+    return sorted(line for name, line in pins.items() if (name in pure) == (platform == ANY[0]))
 
 
 def target_requirements(platform: str, folder: Path) -> Path:
@@ -65,8 +69,13 @@ def targets() -> list[tuple[str, list[str], str]]:
     ]
 
 
+# The pure-Python wheels of targets.json's "pure" packages, for every platform.
+ANY = ("any", ["any"], TARGETS["pythons"][0])
+
+
 def download(tags: list[str], python: str, folder: Path, requirements: Path, hashed: bool) -> list[Path]:
-    folder.mkdir(parents=True, exist_ok=True)
+    shutil.rmtree(folder, ignore_errors=True)  # a wheel left by an earlier build must not ship
+    folder.mkdir(parents=True)
     command = [
         sys.executable,
         "-m",
@@ -96,7 +105,7 @@ def lock() -> None:
     """Write every target's wheel hashes into runtime.lock."""
     BUILD.mkdir(exist_ok=True)
     hashes: dict[str, set[str]] = {}
-    for name, tags, python in targets():
+    for name, tags, python in [*targets(), ANY]:
         print(f"resolving {name} cp{python}", file=sys.stderr)
         plain = BUILD / f"runtime-{name}.txt"
         plain.write_text("\n".join(runtime_requirements(name)) + "\n")
@@ -121,33 +130,42 @@ def _canonical(name: str) -> str:
 
 
 def stage_dependencies(task: Path) -> list[Package]:
-    lib = task / "lib"
+    """Unpack every target's wheels into build/payload/common (pure Python, shared) and
+    build/payload/<platform>/<wheel> (compiled), then pack each into one payload in the task's lib/."""
+    staged = BUILD / "payload"
+    shutil.rmtree(staged, ignore_errors=True)
     index: dict[str, list[str]] = {}
     packages: dict[str, Package] = {}
-    for name, tags, python in targets():
+    for name, tags, python in [*targets(), ANY]:
         requirements = target_requirements(name, BUILD / "requirements")
         wheels = download(tags, python, BUILD / "wheels" / f"{name}-{python}", requirements, hashed=True)
         folders = []
         for wheel in wheels:
             pure = wheel.name.endswith("-none-any.whl")
-            destination = lib / "common" if pure else lib / "bin" / wheel.name.removesuffix(".whl")
+            destination = staged / "common" if pure else staged / name / wheel.name.removesuffix(".whl")
             if not pure:
                 folders.append(destination.name)
-            if wheel.name not in packages:  # each wheel file is unpacked once, whatever shares it
-                with zipfile.ZipFile(wheel) as archive:
-                    archive.extractall(destination)
-                match = _WHEEL.match(wheel.name)
-                assert match, wheel.name
-                digest = hashlib.sha256(wheel.read_bytes()).hexdigest()
-                packages[wheel.name] = Package(_canonical(match["name"]), match["version"], digest)
-        index[f"{name}-cp{python.replace('.', '')}"] = sorted(folders)
-    (lib / "index.json").write_text(json.dumps(index, indent=1, sort_keys=True) + "\n")
+            if wheel.name in packages and (pure or destination.is_dir()):  # each wheel is unpacked once
+                continue
+            with zipfile.ZipFile(wheel) as archive:
+                archive.extractall(destination)
+            match = _WHEEL.match(wheel.name)
+            assert match, wheel.name
+            digest = hashlib.sha256(wheel.read_bytes()).hexdigest()
+            packages[wheel.name] = Package(_canonical(match["name"]), match["version"], digest)
+        if name != ANY[0]:
+            index[f"{name}-cp{python.replace('.', '')}"] = sorted(folders)
     shutil.copytree(
         ROOT / "src" / "slsa_provenance",
-        lib / "common" / "slsa_provenance",
+        staged / "common" / "slsa_provenance",
         ignore=shutil.ignore_patterns("__pycache__", "*.so", "*.c"),
     )
-    compile_lanes(lib / "common" / "slsa_provenance")
+    compile_lanes(staged / "common" / "slsa_provenance")
+    lib = task / "lib"
+    lib.mkdir()
+    for payload in ["common", *TARGETS["platforms"]]:
+        write_payload(staged / payload, lib, payload)
+    (lib / "index.json").write_text(json.dumps(index, indent=1, sort_keys=True) + "\n")
     return sorted(packages.values(), key=lambda p: (p.name.lower(), p.sha256))
 
 
@@ -200,21 +218,33 @@ def local_build_variables() -> dict[str, str]:
     }
 
 
-def attest(task: Path, packages: list[Package]) -> None:
-    write_sbom(task, f"{TASK_FOLDER} dependencies", packages)
-    signer = os.environ.get("SLSA_SIGNER", "")
-    output = task / "_manifest" / "slsa_1.0"
-    if not signer:
-        keys = BUILD / "keys"
-        shutil.rmtree(keys, ignore_errors=True)
-        subprocess.run(
-            [sys.executable, "-m", "slsa_provenance", "keygen", "--out", str(keys)],
-            check=True,
-            stdout=subprocess.DEVNULL,
+KEY_VAULT_SIGNER = re.compile(
+    r"^(azurekms://|https://[^/]+\.(vault\.azure\.net|managedhsm\.azure\.net)/keys/)"
+)
+DEVELOPMENT_BUILDER = "https://localhost/slsa-provenance/development-build"
+
+
+def release_signer(release: bool) -> str:
+    """$SLSA_SIGNER for a release (a Key Vault key, required); "" for a development build."""
+    signer = os.environ.get("SLSA_SIGNER", "").strip()
+    if release and not KEY_VAULT_SIGNER.match(signer):
+        got = f"SLSA_SIGNER is {signer!r}" if signer else "SLSA_SIGNER is not set"
+        print(
+            f"error: a release build signs its provenance with a Key Vault key, but {got}; "
+            "set SLSA_SIGNER=https://VAULT.vault.azure.net/keys/KEY (or azurekms://VAULT/KEY) "
+            "or build without RELEASE=1 for an unsigned development build",
+            file=sys.stderr,
         )
-        signer = f"file:{keys / 'slsa-signing.key'}"
-        output.mkdir(parents=True)
-        shutil.copy(keys / "slsa-signing.pub", output / "signing-key.pub.pem")
+        raise SystemExit(2)
+    return signer
+
+
+def attest(task: Path, packages: list[Package], signer: str) -> None:
+    """The package's SBOM and its provenance: signed by signer, or, without one, unsigned and marked
+    as a development build (never signed by a key made for the occasion: that would look like a
+    signature while proving nothing)."""
+    write_sbom(task, f"{TASK_FOLDER} dependencies", packages)
+    marking = [] if signer else ["--builder-id", DEVELOPMENT_BUILDER]
     subprocess.run(
         [
             sys.executable,
@@ -224,17 +254,22 @@ def attest(task: Path, packages: list[Package]) -> None:
             "--drop",
             str(task),
             "--signer",
-            signer,
+            signer or "none",
             "--pipeline-file",
             "Makefile",
             "--no-server-confirmation",
+            *marking,
         ],
         env=local_build_variables(),
         check=True,
+        stderr=None if signer else subprocess.DEVNULL,  # the unsigned warning, said once below instead
     )
+    if not signer:
+        print("development build: provenance unsigned, builder " + DEVELOPMENT_BUILDER, file=sys.stderr)
 
 
-def build() -> Path:
+def build(release: bool) -> Path:
+    signer = release_signer(release)
     shutil.rmtree(STAGE, ignore_errors=True)
     task = STAGE / TASK_FOLDER
     task.mkdir(parents=True)
@@ -247,7 +282,7 @@ def build() -> Path:
     for name in ("vss-extension.json", "overview.md"):
         shutil.copy(ROOT / name, STAGE / name)
     packages = stage_dependencies(task)
-    attest(task, packages)
+    attest(task, packages, signer)
     dist = ROOT / "dist"
     dist.mkdir(exist_ok=True)
     manifest = json.loads((ROOT / "vss-extension.json").read_text())
@@ -273,13 +308,34 @@ def build() -> Path:
     return vsix
 
 
+def size_report(vsix: Path) -> list[str]:
+    """The package's size against the budget, and the entries that weigh most, largest first."""
+    with zipfile.ZipFile(vsix) as archive:
+        entries = sorted(archive.infolist(), key=lambda e: (-e.compress_size, e.filename))
+    size = vsix.stat().st_size
+    lines = [f"{vsix.name}: {size:,} bytes ({size / 2**20:.2f} MiB) of the {BUDGET:,}-byte budget"]
+    lines += [f"  {e.compress_size:>12,}  {e.filename}" for e in entries[:CONTRIBUTORS]]
+    rest = sum(e.compress_size for e in entries[CONTRIBUTORS:])
+    lines.append(f"  {rest:>12,}  the other {max(len(entries) - CONTRIBUTORS, 0)} entries")
+    return lines
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--lock", action="store_true", help="refresh packaging/runtime.lock")
-    if parser.parse_args().lock:
+    parser.add_argument("--release", action="store_true", help="sign with $SLSA_SIGNER (a Key Vault key)")
+    args = parser.parse_args()
+    if args.lock:
         lock()
-    else:
-        print(build())
+        return
+    vsix = build(args.release)
+    print("\n".join(size_report(vsix)), file=sys.stderr)
+    if vsix.stat().st_size > BUDGET:
+        raise SystemExit(
+            f"error: {vsix.name} is {vsix.stat().st_size:,} bytes, over the {BUDGET:,}-byte budget "
+            "(Azure DevOps Server and the Marketplace refuse it); shrink what the list above shows"
+        )
+    print(vsix)
 
 
 if __name__ == "__main__":

@@ -111,14 +111,19 @@ def shared_ref(relative: str) -> Path:
     return path
 
 
-@pytest.fixture(scope="module")
-def extension(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """The built .vsix, unpacked (test_extension.py, test_python_selection.py)."""
+def built_vsix() -> Path:
+    """dist/*.vsix, or skip the test with the reason."""
     built = sorted((REPO / "dist").glob("*.vsix"))
     if not built:
         pytest.skip("no dist/*.vsix: run 'make vsix' (make test builds it first)")
+    return built[-1]
+
+
+@pytest.fixture(scope="module")
+def extension(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The built .vsix, unpacked (test_extension.py, test_python_selection.py, test_payload.py)."""
     folder = tmp_path_factory.mktemp("vsix")
-    with zipfile.ZipFile(built[-1]) as archive:
+    with zipfile.ZipFile(built_vsix()) as archive:
         archive.extractall(folder)
     return folder
 
