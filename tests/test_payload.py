@@ -1,0 +1,237 @@
+"""The package's size and payloads: the budget, no key of any kind, every platform x Python folder, and the
+cache the real node entry unpacks into (concurrent jobs, a tampered cache, a tampered archive)."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+import tarfile
+import threading
+from pathlib import Path
+
+import pytest
+from build import BUDGET, size_report
+
+from conftest import REPO, built_vsix
+from test_extension import TASK, completion, payload_manifest, run_step, step_env
+
+pytestmark = pytest.mark.integration
+TARGETS = json.loads((REPO / "packaging" / "targets.json").read_text())
+# A PEM key block with its base64 body (parsers that merely name the header do not match).
+KEY_MATERIAL = re.compile(rb"-----BEGIN [A-Z ]*(PRIVATE|PUBLIC) KEY-----\r?\n[A-Za-z0-9+/=]{40,}")
+
+
+def this_platform() -> str:
+    machine = {"amd64": "x86_64", "arm64": "aarch64"}.get(os.uname().machine.lower(), os.uname().machine)
+    return f"{sys.platform}-{machine}"
+
+
+def test_the_package_is_within_the_budget_and_says_what_weighs() -> None:
+    vsix = built_vsix()
+    assert vsix.stat().st_size <= BUDGET
+    report = size_report(vsix)
+    assert report[0].startswith(f"{vsix.name}: {vsix.stat().st_size:,} bytes")
+    assert f"{TASK}/lib/linux-x86_64.tar.xz" in report[1] + report[2]  # the largest payload leads
+
+
+def test_no_key_of_any_kind_ships_not_even_inside_the_payloads(extension: Path) -> None:
+    found = []
+    for path in extension.rglob("*"):
+        if not path.is_file():
+            continue
+        if path.suffix in {".pem", ".key", ".pub"} or KEY_MATERIAL.search(path.read_bytes()):
+            found.append(path.relative_to(extension).as_posix())
+        if path.name.endswith(".tar.xz"):
+            with tarfile.open(path, "r:xz") as tar:
+                for member in tar:
+                    stream = tar.extractfile(member)
+                    data = stream.read() if stream else b""
+                    if member.name.endswith((".key", ".pub")) or KEY_MATERIAL.search(data):
+                        found.append(f"{path.name}:{member.name}")
+    assert found == []
+
+
+@pytest.mark.parametrize("platform", sorted(TARGETS["platforms"]))
+def test_every_python_of_every_platform_has_its_compiled_modules(extension: Path, platform: str) -> None:
+    index = json.loads((extension / TASK / "lib" / "index.json").read_text())
+    files = payload_manifest(extension, platform)["files"]
+    suffix = {"win32": ".pyd", "linux": ".so", "darwin": ".so"}[platform.split("-")[0]]
+    for python in TARGETS["pythons"]:
+        version = python.replace(".", "")
+        folders = index[f"{platform}-cp{version}"]
+        modules = [f.split("/", 1)[1] for f in files if f.split("/")[0] in folders and f.endswith(suffix)]
+        assert any(m.startswith("cryptography/hazmat/bindings/_rust") for m in modules), (platform, python)
+        for package in ("_cffi_backend", "rpds/rpds"):
+            built = [m for m in modules if m.startswith(package)]
+            assert built and all(f"cp{version}" in m or f"cpython-{version}" in m for m in built), built
+
+
+def interpreter(version: str) -> str | None:
+    """This machine's CPython of that version: the running one, pythonX.Y on PATH, or one pyenv installed."""
+    if sys.version_info[:2] == tuple(map(int, version.split("."))):
+        return sys.executable
+    candidates = [shutil.which(f"python{version}")]
+    pyenv = shutil.which("pyenv")
+    if pyenv:
+        root = subprocess.run([pyenv, "root"], capture_output=True, text=True, check=False).stdout.strip()
+        candidates += [str(p) for p in sorted(Path(root).glob(f"versions/{version}.*/bin/python{version}"))]
+    for candidate in filter(None, candidates):
+        real = subprocess.run(
+            [candidate, "-c", "import sys; print(sys.executable)"],
+            capture_output=True,
+            text=True,
+            check=False,
+        )
+        if real.returncode == 0:
+            return real.stdout.strip()
+    return None
+
+
+def packaged_env(tmp_path: Path, drop: Path, key: Path, python: str | None = None) -> dict[str, str]:
+    env = step_env(
+        tmp_path,
+        drop,
+        command="generate",
+        signingMethod="localKey",
+        localKeyFile=str(key),
+        confirmWithServer="false",
+        pipelineFile="azure-pipelines.yml",
+    )
+    if python:  # the tool cache the entry trusts holds this interpreter instead
+        bin_dir = next((tmp_path / "tools" / "Python").glob("*/x64/bin"))
+        (bin_dir / "python3").unlink()
+        (bin_dir / "python3").symlink_to(python)
+    return env
+
+
+def succeeded(result: subprocess.CompletedProcess[str]) -> bool:
+    return completion(result.stdout).startswith("##vso[task.complete result=Succeeded]")
+
+
+@pytest.mark.parametrize("version", TARGETS["pythons"])
+def test_each_shipped_python_runs_the_packaged_step_through_node(
+    extension: Path, drop: Path, tmp_path: Path, key_files, version: str
+) -> None:  # type: ignore[no-untyped-def]
+    if this_platform() not in TARGETS["platforms"]:
+        pytest.skip(f"the package ships nothing for {this_platform()}")
+    python = interpreter(version)
+    if python is None:
+        pytest.skip(f"no Python {version} on this machine to run the {this_platform()} folder with")
+    result = run_step(extension, packaged_env(tmp_path, drop, key_files["ecdsa-p256"][0], python))
+    assert succeeded(result), result.stdout + result.stderr
+    assert f"Python {version}." in result.stdout
+
+
+def cached(tmp_path: Path) -> list[Path]:
+    return sorted((tmp_path / "tools" / "slsa-provenance").iterdir())
+
+
+def test_two_jobs_unpacking_at_once_leave_one_whole_cache(
+    extension: Path, drop: Path, tmp_path: Path, key_files
+) -> None:  # type: ignore[no-untyped-def]
+    env = packaged_env(tmp_path, drop, key_files["ed25519"][0])
+    second = tmp_path / "second"
+    shutil.copytree(drop, second)
+    results: list[subprocess.CompletedProcess[str]] = []
+    jobs = [
+        threading.Thread(
+            target=lambda d=d: results.append(run_step(extension, {**env, "INPUT_DROPFOLDER": str(d)}))
+        )
+        for d in (drop, second)
+    ]
+    for job in jobs:
+        job.start()
+    for job in jobs:
+        job.join()
+    assert len(results) == 2 and all(succeeded(r) for r in results), [r.stdout + r.stderr for r in results]
+    names = [p.name for p in cached(tmp_path)]
+    assert len(names) == 2 and {n.split("-")[0] for n in names} == {"common", this_platform().split("-")[0]}
+    assert not any("warning" in r.stdout and "cached" in r.stdout for r in results)
+
+
+@pytest.mark.parametrize(
+    ("change", "reason"),
+    [
+        (
+            lambda common: (common / "slsa_provenance" / "cli.py").write_text(
+                "raise SystemExit('TAMPERED')\n"
+            ),
+            "slsa_provenance/cli.py was changed",
+        ),
+        (
+            lambda common: (common / "json.py").write_text("raise SystemExit('TAMPERED')\n"),
+            "json.py is not part of the payload",
+        ),
+        (lambda common: (common / "jwt" / "api_jwt.py").unlink(), "jwt/api_jwt.py is missing"),
+    ],
+    ids=["changed", "added", "removed"],
+)
+def test_a_tampered_cache_is_detected_and_unpacked_again(
+    extension: Path, drop: Path, tmp_path: Path, key_files, change, reason: str
+) -> None:  # type: ignore[no-untyped-def]
+    env = packaged_env(tmp_path, drop, key_files["ed25519"][0])
+    assert succeeded(run_step(extension, env))
+    common = next(p for p in cached(tmp_path) if p.name.startswith("common-"))
+    change(common)
+    again = run_step(extension, env)
+    assert succeeded(again), again.stdout + again.stderr
+    assert "TAMPERED" not in again.stdout + again.stderr
+    warnings = [
+        line for line in again.stdout.splitlines() if line.startswith("##vso[task.logissue type=warning]")
+    ]
+    assert any(f"the cached {common} differs from the task's payload ({reason})" in w for w in warnings)
+    assert not (common / "json.py").exists() and (common / "jwt" / "api_jwt.py").is_file()
+    assert "TAMPERED" not in (common / "slsa_provenance" / "cli.py").read_text()
+    third = run_step(extension, env)
+    assert succeeded(third) and "differs from the task's payload" not in third.stdout
+
+
+def test_a_tampered_archive_is_refused(extension: Path, drop: Path, tmp_path: Path, key_files) -> None:  # type: ignore[no-untyped-def]
+    copy = tmp_path / "extension"
+    shutil.copytree(extension / TASK, copy / TASK)
+    archive = copy / TASK / "lib" / "common.tar.xz"
+    data = bytearray(archive.read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    archive.write_bytes(bytes(data))
+    result = run_step(copy, packaged_env(tmp_path, drop, key_files["ed25519"][0]))
+    message = f"{archive} does not match the digest its manifest records; reinstall the extension"
+    assert completion(result.stdout).startswith(f"##vso[task.complete result=Failed]{message}")
+    assert not any(p.name.startswith("common-") for p in cached(tmp_path))
+
+
+def test_without_a_tool_folder_the_cache_is_the_task_s_own(
+    extension: Path, drop: Path, tmp_path: Path, key_files
+) -> None:  # type: ignore[no-untyped-def]
+    copy = tmp_path / "extension"
+    shutil.copytree(extension / TASK, copy / TASK)
+    env = packaged_env(tmp_path, drop, key_files["ed25519"][0])
+    env["PATH"] = os.pathsep.join(["/usr/bin", "/bin"])
+    del env["AGENT_TOOLSDIRECTORY"]
+    if subprocess.run(
+        ["/usr/bin/python3", "-c", "import sys; assert sys.version_info >= (3, 11)"]
+    ).returncode:
+        pytest.skip("this machine's /usr/bin/python3 is older than 3.11")
+    result = run_step(copy, env)
+    assert succeeded(result), result.stdout + result.stderr
+    assert {p.name.split("-")[0] for p in (copy / TASK / "cache").iterdir()} == {"common", sys.platform}
+
+
+def test_a_release_build_refuses_to_start_without_a_key_vault_signer(tmp_path: Path) -> None:
+    for signer in ("", "file:/tmp/throwaway.pem"):
+        env = {k: v for k, v in os.environ.items() if k != "SLSA_SIGNER"}
+        if signer:
+            env["SLSA_SIGNER"] = signer
+        result = subprocess.run(
+            [sys.executable, str(REPO / "packaging" / "build.py"), "--release"],
+            env=env,
+            capture_output=True,
+            text=True,
+            check=False,
+        )
+        assert result.returncode == 2, result.stderr
+        assert "a release build signs its provenance with a Key Vault key" in result.stderr
+        assert result.stderr.count("\n") == 1
