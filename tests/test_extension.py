@@ -82,6 +82,22 @@ def test_manifests_match_their_schemas() -> None:
     )
 
 
+def test_the_manifests_link_to_the_repository_its_license_and_the_task_s_documentation() -> None:
+    extension = json.loads((REPO / "vss-extension.json").read_text())
+    repository = extension["repository"]["uri"]
+    links = {name: link["uri"] for name, link in extension["links"].items()}
+    assert links["license"] == f"{repository}/blob/main/LICENSE" and (REPO / "LICENSE").is_file()
+    assert links["support"] == f"{repository}/issues"
+    help_url = json.loads((REPO / "task.json").read_text())["helpUrl"]
+    page, _, anchor = help_url.partition("#")
+    assert page == repository
+    sections = {
+        "-".join(section.split("\n", 1)[0].lower().replace(",", "").split()): section
+        for section in (REPO / "README.md").read_text().split("\n## ")[1:]
+    }
+    assert "| `command` |" in sections[anchor]  # the section with the inputs table
+
+
 def test_every_input_has_help_a_label_and_a_group_that_exists() -> None:
     task = json.loads((REPO / "task.json").read_text())
     groups = {g["name"] for g in task["groups"]}
