@@ -26,7 +26,7 @@ test: lint vsix pytest  ## lint, type-check, build the .vsix and run the tests
 lint: $(STAMP)  ## ruff format --check, ruff check, mypy --strict
 	$(BIN)/ruff format --check src tests packaging task bench
 	$(BIN)/ruff check src tests packaging task bench
-	$(BIN)/mypy src/slsa_provenance
+	$(BIN)/mypy src/slsa_provenance task/launch.py packaging/build.py packaging/payload.py packaging/spdx.py
 
 pytest: $(STAMP)  ## the test suite with coverage
 	$(BIN)/pytest --cov --cov-report=term:skip-covered
