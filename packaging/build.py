@@ -1,15 +1,18 @@
 """Build the Marketplace extension: dependencies for every agent platform, the task folder, its own
-SBOM and signed provenance, then the .vsix with the pinned tfx-cli.
+SBOM and provenance, then the .vsix with the pinned tfx-cli; prints its size against the budget.
 
-    $ python packaging/build.py              # dist/<publisher>.<id>-<version>.vsix
+    $ python packaging/build.py              # dist/<publisher>.<id>-<version>.vsix, development build
+    $ SLSA_SIGNER=https://VAULT.vault.azure.net/keys/KEY python packaging/build.py --release
+    $ python packaging/build.py --stage      # build/extension only; attest it, then:
+    $ python packaging/build.py --pack --release
     $ python packaging/build.py --lock       # refresh packaging/runtime.lock after changing a pin
 
 Wheels come from PyPI at build time only, each checked against the hashes in runtime.lock; the agent
-never installs anything. Pure-Python packages are unpacked once into `lib/common`; compiled ones into
-`lib/bin/<wheel>`, and `lib/index.json` maps each `platform-machine-cpXY` to the folders it needs.
-No bytecode is shipped: the first run writes it (measured: no difference to a fresh start, ~10 MB less).
-The signer for the extension's own provenance is $SLSA_SIGNER (a release pipeline sets its Key Vault
-key); without it a key made for this build signs, and its public half ships beside the provenance.
+never installs anything. Pure-Python packages are unpacked into one payload, compiled ones into one
+per platform (payload.py), and `lib/index.json` maps each `platform-machine-cpXY` to its folders.
+No bytecode is shipped: the first run writes it. A development build's provenance is unsigned and
+marked as such; a release is signed with the Key Vault key $SLSA_SIGNER names (here, or, inside a
+pipeline, by SlsaProvenance@1 between --stage and --pack, through its service connection).
 """
 
 from __future__ import annotations
@@ -239,11 +242,10 @@ def release_signer(release: bool) -> str:
     return signer
 
 
-def attest(task: Path, packages: list[Package], signer: str) -> None:
+def attest(task: Path, signer: str) -> None:
     """The package's SBOM and its provenance: signed by signer, or, without one, unsigned and marked
     as a development build (never signed by a key made for the occasion: that would look like a
     signature while proving nothing)."""
-    write_sbom(task, f"{TASK_FOLDER} dependencies", packages)
     marking = [] if signer else ["--builder-id", DEVELOPMENT_BUILDER]
     subprocess.run(
         [
@@ -268,8 +270,8 @@ def attest(task: Path, packages: list[Package], signer: str) -> None:
         print("development build: provenance unsigned, builder " + DEVELOPMENT_BUILDER, file=sys.stderr)
 
 
-def build(release: bool) -> Path:
-    signer = release_signer(release)
+def stage() -> Path:
+    """Assemble the task folder (the payloads and the SBOM of what they hold) under build/extension."""
     shutil.rmtree(STAGE, ignore_errors=True)
     task = STAGE / TASK_FOLDER
     task.mkdir(parents=True)
@@ -281,8 +283,27 @@ def build(release: bool) -> Path:
     shutil.copy(ROOT / "icons" / "extension-icon.png", STAGE / "icons")
     for name in ("vss-extension.json", "overview.md"):
         shutil.copy(ROOT / name, STAGE / name)
-    packages = stage_dependencies(task)
-    attest(task, packages, signer)
+    write_sbom(task, f"{TASK_FOLDER} dependencies", stage_dependencies(task))
+    return task
+
+
+def staged_provenance(release: bool) -> None:
+    """Refuse to pack a staged folder without provenance, or, for a release, with unsigned provenance."""
+    path = STAGE / TASK_FOLDER / "_manifest" / "slsa_1.0" / "provenance.intoto.jsonl"
+    problem = "" if path.is_file() else f"{path} does not exist"
+    if not problem and release and not json.loads(path.read_text())["signatures"]:
+        problem = f"{path} is unsigned"
+    if problem:
+        print(
+            f"error: {problem}; run `build.py --stage`, then SlsaProvenance@1 (or `slsa-provenance "
+            "generate`) with a Key Vault key on the staged folder, then `build.py --pack`",
+            file=sys.stderr,
+        )
+        raise SystemExit(2)
+
+
+def pack() -> Path:
+    """The staged folder as dist/<publisher>.<id>-<version>.vsix, with the pinned tfx-cli."""
     dist = ROOT / "dist"
     dist.mkdir(exist_ok=True)
     manifest = json.loads((ROOT / "vss-extension.json").read_text())
@@ -324,11 +345,21 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--lock", action="store_true", help="refresh packaging/runtime.lock")
     parser.add_argument("--release", action="store_true", help="sign with $SLSA_SIGNER (a Key Vault key)")
+    parser.add_argument("--stage", action="store_true", help="only assemble the task folder and its SBOM")
+    parser.add_argument("--pack", action="store_true", help="only pack the staged folder, once attested")
     args = parser.parse_args()
     if args.lock:
         lock()
         return
-    vsix = build(args.release)
+    if args.stage:
+        print(stage())
+        return
+    if args.pack:
+        staged_provenance(args.release)
+    else:
+        signer = release_signer(args.release)
+        attest(stage(), signer)
+    vsix = pack()
     print("\n".join(size_report(vsix)), file=sys.stderr)
     if vsix.stat().st_size > BUDGET:
         raise SystemExit(

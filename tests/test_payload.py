@@ -220,18 +220,32 @@ def test_without_a_tool_folder_the_cache_is_the_task_s_own(
     assert {p.name.split("-")[0] for p in (copy / TASK / "cache").iterdir()} == {"common", sys.platform}
 
 
-def test_a_release_build_refuses_to_start_without_a_key_vault_signer(tmp_path: Path) -> None:
-    for signer in ("", "file:/tmp/throwaway.pem"):
-        env = {k: v for k, v in os.environ.items() if k != "SLSA_SIGNER"}
-        if signer:
-            env["SLSA_SIGNER"] = signer
-        result = subprocess.run(
-            [sys.executable, str(REPO / "packaging" / "build.py"), "--release"],
-            env=env,
-            capture_output=True,
-            text=True,
-            check=False,
-        )
-        assert result.returncode == 2, result.stderr
-        assert "a release build signs its provenance with a Key Vault key" in result.stderr
-        assert result.stderr.count("\n") == 1
+def release_build(*args: str, signer: str = "") -> subprocess.CompletedProcess[str]:
+    env = {k: v for k, v in os.environ.items() if k != "SLSA_SIGNER"}
+    if signer:
+        env["SLSA_SIGNER"] = signer
+    return subprocess.run(
+        [sys.executable, str(REPO / "packaging" / "build.py"), *args, "--release"],
+        env=env,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+
+
+@pytest.mark.parametrize("signer", ["", "file:/tmp/throwaway.pem", "none"])
+def test_a_release_build_refuses_to_start_without_a_key_vault_signer(signer: str) -> None:
+    result = release_build(signer=signer)
+    assert result.returncode == 2, result.stderr
+    assert "a release build signs its provenance with a Key Vault key" in result.stderr
+    assert result.stderr.count("\n") == 1
+
+
+def test_a_release_pack_refuses_the_development_build_s_unsigned_provenance(extension: Path) -> None:
+    staged = REPO / "build" / "extension" / TASK / "_manifest" / "slsa_1.0" / "provenance.intoto.jsonl"
+    if not staged.is_file():
+        pytest.skip("no staged build/extension: run 'make vsix' (make test builds it first)")
+    assert json.loads(staged.read_text())["signatures"] == []
+    result = release_build("--pack")
+    assert result.returncode == 2, result.stderr
+    assert f"error: {staged} is unsigned; run `build.py --stage`" in result.stderr
