@@ -28,8 +28,9 @@ def narrowed_task(extension: Path, folder: Path, drop_targets: set[str]) -> Path
     (task / "lib").mkdir(parents=True)
     for name in ("index.js", "launch.py", "task.json"):
         shutil.copy(extension / TASK / name, task / name)
-    for name in ("bin", "common"):
-        (task / "lib" / name).symlink_to(extension / TASK / "lib" / name)
+    for shipped in (extension / TASK / "lib").iterdir():  # the payloads and their manifests
+        if shipped.name != "index.json":
+            (task / "lib" / shipped.name).symlink_to(shipped)
     index = json.loads((extension / TASK / "lib" / "index.json").read_text())
     kept = {target: folders for target, folders in index.items() if target not in drop_targets}
     (task / "lib" / "index.json").write_text(json.dumps(kept))
