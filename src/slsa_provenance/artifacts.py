@@ -34,7 +34,6 @@ MANIFEST_FILES = frozenset(
         f"{MANIFEST_DIR}/manifest.json.sha256",
         f"{MANIFEST_DIR}/slsa_1.0/provenance.intoto.jsonl",
         f"{MANIFEST_DIR}/slsa_1.0/provenance.sigstore.json",
-        f"{MANIFEST_DIR}/slsa_1.0/signing-key.pub.pem",  # the public key a local `make vsix` ships
     }
 )
 
