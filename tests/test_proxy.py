@@ -202,16 +202,30 @@ def test_without_agent_settings_https_proxy_still_applies(
     assert "task.setsecret]" + proxy.password not in result.stdout  # nothing of the agent's was read
 
 
+def packaged_step_env(
+    named: AzureStack, proxy: Proxy, drop: Path, tmp_path: Path, **agent: str
+) -> dict[str, str]:
+    key = f"https://{hostport(named.vault)}/keys/p256"
+    env = step_env(tmp_path, drop, command="generate", signingMethod="keyVault", keyVaultKey=key)
+    agent_like = ("ENDPOINT_", "INPUT_", "SYSTEM_", "BUILD_", "AGENT_", "SLSA_")
+    env.update((k, v) for k, v in named.env.items() if k.startswith(agent_like))
+    env.update(agent_proxy(proxy, **agent))
+    return env
+
+
+def printed_outside_setsecret(result: subprocess.CompletedProcess[str], secret: str) -> list[str]:
+    lines = (result.stdout + result.stderr).splitlines()
+    return [
+        line for line in lines if "task.setsecret" not in line and (secret in line or quote(secret) in line)
+    ]
+
+
 def test_the_packaged_step_goes_only_through_the_proxy_and_never_shows_the_password(
     extension: Path, named: AzureStack, proxy: Proxy, drop: Path, tmp_path: Path
 ) -> None:
     """node runs the built task with agent-like variables: the password reaches Python by environment
     only (never argv: checked with strace when present) and is printed only inside task.setsecret."""
-    key = f"https://{hostport(named.vault)}/keys/p256"
-    env = step_env(tmp_path, drop, command="generate", signingMethod="keyVault", keyVaultKey=key)
-    agent_like = ("ENDPOINT_", "INPUT_", "SYSTEM_", "BUILD_", "AGENT_", "SLSA_")
-    env.update((k, v) for k, v in named.env.items() if k.startswith(agent_like))
-    env.update(agent_proxy(proxy))
+    env = packaged_step_env(named, proxy, drop, tmp_path)
     trace = tmp_path / "execve.log"
     wrap = ["strace", "-f", "-qq", "-e", "trace=execve", "-s", "65536", "-o", str(trace)]
     result = run_step(extension, env, offline=False, wrap=wrap if shutil.which("strace") else None)
@@ -220,13 +234,28 @@ def test_the_packaged_step_goes_only_through_the_proxy_and_never_shows_the_passw
     )
     services = {hostport(s) for s in (named.entra, named.ado, named.vault)}
     assert proxy.connects(services) == services
-    assert f"##vso[task.setsecret]{vso.command('task.setsecret', proxy.password).split(']', 1)[1]}" in (
-        result.stdout
-    )
-    outside = [line for line in (result.stdout + result.stderr).splitlines() if "task.setsecret" not in line]
-    assert not [line for line in outside if proxy.password in line or quote(proxy.password) in line]
+    assert vso.command("task.setsecret", proxy.password) in result.stdout.splitlines()
+    assert printed_outside_setsecret(result, proxy.password) == []
     if trace.exists():
         assert "launch.py" in trace.read_text() and proxy.password not in trace.read_text()
+
+
+def test_the_packaged_step_fails_on_wrong_proxy_credentials_with_one_sentence(
+    extension: Path, named: AzureStack, proxy: Proxy, drop: Path, tmp_path: Path
+) -> None:
+    wrong = "wrong-" + secrets.token_urlsafe(9)
+    result = run_step(
+        extension, packaged_step_env(named, proxy, drop, tmp_path, password=wrong), offline=False
+    )
+    issues = [
+        line for line in result.stdout.splitlines() if line.startswith("##vso[task.logissue type=error]")
+    ]
+    assert (
+        len(issues) == 1 and f"proxy {proxy.url} refused the credentials of proxy user '{USER}'" in issues[0]
+    )
+    assert completion(result.stdout).startswith("##vso[task.complete result=Failed]")
+    assert printed_outside_setsecret(result, wrong) == []
+    assert not (drop / "_manifest" / "slsa_1.0").exists()
 
 
 def test_a_registry_is_reached_through_the_proxy_too(
