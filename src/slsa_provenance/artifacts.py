@@ -5,10 +5,10 @@
 
 A folder's files are checked by their paths relative to it (the subject of that name must have that
 digest). What a deployment that copies the folder would ship, and the provenance cannot vouch for,
-is refused by name: a symbolic link to a folder, a link that is broken or not to a regular file,
-and, in the folder's `_manifest/`, anything but the SBOM and provenance files (the SBOM is checked
-against the recorded byproduct). The gate never uses the generator's AVX-512 module: a fault there
-cannot make both sides agree on a wrong digest.
+is refused by name: a symbolic link to a folder or out of the folder, a link that is broken or not
+to a regular file, and, in the folder's `_manifest/`, anything but the SBOM and provenance files
+(the SBOM is checked against the recorded byproduct). The gate never uses the generator's AVX-512
+module: a fault there cannot make both sides agree on a wrong digest.
 """
 
 from __future__ import annotations
@@ -63,7 +63,7 @@ def folder_artifacts(folder: Path) -> list[Artifact]:
     """Every file below `folder`, by relative name, hashed on every core with hashlib."""
     names: list[str] = []
     refused: list[Artifact] = []
-    _walk(str(folder), "", names, refused)
+    _walk(str(folder), os.path.realpath(folder), "", names, refused)
     kept = [n for n in names if not n.startswith(f"{MANIFEST_DIR}/") or n in SBOM_NAMES]
     refused += [
         Artifact(n, "", refused=f"(9) subject: {MANIFEST_DIR}/ may hold only the SBOM and provenance files")
@@ -78,7 +78,7 @@ def folder_artifacts(folder: Path) -> list[Artifact]:
     return sorted(found + refused, key=attrgetter("name"))
 
 
-def _walk(folder: str, prefix: str, names: list[str], refused: list[Artifact]) -> None:
+def _walk(folder: str, top: str, prefix: str, names: list[str], refused: list[Artifact]) -> None:
     try:
         entries = sorted(os.scandir(folder), key=attrgetter("name"))
     except OSError as exc:
@@ -86,7 +86,10 @@ def _walk(folder: str, prefix: str, names: list[str], refused: list[Artifact]) -
     for entry in entries:
         name = prefix + entry.name
         if entry.is_dir(follow_symlinks=False):
-            _walk(entry.path, f"{name}/", names, refused)
+            _walk(entry.path, top, f"{name}/", names, refused)
+        elif entry.is_file(follow_symlinks=True) and _leaves(entry, top):
+            why = "is a symbolic link out of the folder: a copy that keeps links would ship what is there"
+            refused.append(Artifact(name, "", refused=f"(9) subject: {name} {why}"))
         elif entry.is_file(follow_symlinks=True):
             names.append(name)
         elif entry.is_dir(follow_symlinks=True):
@@ -95,3 +98,8 @@ def _walk(folder: str, prefix: str, names: list[str], refused: list[Artifact]) -
         else:
             why = "is a broken link, or not a regular file (a FIFO, socket or device)"
             refused.append(Artifact(name, "", refused=f"(9) subject: {name} {why}"))
+
+
+def _leaves(entry: os.DirEntry[str], top: str) -> bool:
+    """A link whose target is outside `top` (generate refuses those in a drop, too)."""
+    return entry.is_symlink() and os.path.commonpath([top, os.path.realpath(entry.path)]) != top

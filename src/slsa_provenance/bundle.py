@@ -39,7 +39,7 @@ def envelope_json(document: bytes) -> bytes:
     Raises InputError for a bundle of another kind (a message signature, an unknown media type).
     """
     try:
-        value: Any = untrusted.loads(document)
+        value: Any = untrusted.loads(document, strict=True)
     except (ValueError, RecursionError):
         return document  # let the envelope parser name the problem
     if not isinstance(value, dict) or "dsseEnvelope" not in value and "mediaType" not in value:

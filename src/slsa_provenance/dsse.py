@@ -52,7 +52,9 @@ class Envelope:
     def from_json(cls, data: bytes | str) -> Envelope:
         """Parse an envelope. Raises InputError naming the first field that is wrong."""
         try:
-            raw = untrusted.loads(data)
+            raw = untrusted.loads(data, strict=True)
+        except untrusted.AmbiguousError as exc:
+            raise InputError(f"envelope is ambiguous JSON: {exc}", "pass the file the signer wrote") from exc
         except (ValueError, RecursionError) as exc:
             raise InputError("envelope is not JSON", "pass the .intoto.jsonl file") from exc
         if not isinstance(raw, dict):

@@ -11,11 +11,16 @@ where any other code (a finaliser, a logging call) fails too. The depth is measu
 speed, on the decoded text re-encoded as UTF-8 (the input may be UTF-16 or -32, as json.loads
 detects it, where a character's byte can look like a quote and hide brackets): strings are
 blanked, everything but brackets dropped, then innermost pairs removed level by level.
+
+`strict` also refuses what parsers disagree on, so that no other verifier reads a signed document
+differently: a key given twice (Python keeps the last, some parsers the first), NaN, Infinity and
+numbers too large for a double.
 """
 
 from __future__ import annotations
 
 import json
+import math
 import re
 from typing import Any
 
@@ -24,9 +29,14 @@ _STRING = re.compile(rb'"[^"\\]*(?:\\.[^"\\]*)*"', re.DOTALL)
 _NOT_BRACKETS = bytes(b for b in range(256) if b not in b"[]{}")
 
 
-def loads(data: bytes | str) -> Any:
-    """json.loads, refusing nesting deeper than MAX_DEPTH. Raises ValueError for anything not JSON
-    (UnicodeDecodeError included)."""
+class AmbiguousError(ValueError):
+    """JSON that parsers read differently (strict mode)."""
+
+
+def loads(data: bytes | str, *, strict: bool = False) -> Any:
+    """json.loads, refusing nesting deeper than MAX_DEPTH (and, `strict`, what parsers disagree on).
+    Raises ValueError for anything not JSON (UnicodeDecodeError included), AmbiguousError
+    (a ValueError) for what `strict` refuses."""
     if isinstance(data, bytes) and json.detect_encoding(data) != "utf-8":
         data = data.decode(json.detect_encoding(data), "surrogatepass")
     # In UTF-8 no byte of a multi-byte character looks like a quote or a bracket.
@@ -39,4 +49,29 @@ def loads(data: bytes | str) -> Any:
     else:
         if brackets:
             raise ValueError(f"JSON nested deeper than {MAX_DEPTH} levels")
-    return json.loads(data)
+    if not strict:
+        return json.loads(data)
+    return json.loads(data, object_pairs_hook=_unique, parse_constant=_refuse, parse_float=_finite)
+
+
+def _unique(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    document = dict(pairs)
+    if len(document) == len(pairs):
+        return document
+    seen: set[str] = set()
+    for key, _ in pairs:
+        if key in seen:
+            raise AmbiguousError(f"key {key!r} is given twice")
+        seen.add(key)
+    raise AssertionError("unreachable")
+
+
+def _refuse(constant: str) -> Any:
+    raise AmbiguousError(f"{constant} is not a JSON number")
+
+
+def _finite(text: str) -> float:
+    number = float(text)
+    if math.isinf(number):
+        raise AmbiguousError(f"the number {text[:20]} is too large for a double")
+    return number

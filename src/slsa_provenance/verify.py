@@ -8,14 +8,16 @@
 
 Checks, in order (DESIGN §6): (1) envelope parses, payloadType; (2) a signature verifies with a
 trusted key; (3) Statement and predicate types; (4) buildType; (5) builder.id; (6) source
-repository; (7) ref; (8) commit; (9) every artifact is a subject (a folder's files by their
-relative names); (10) the SBOM's digest is the recorded byproduct; (11) the run context was
-confirmed by the server. An expectation left as None is not checked; (1)-(4), (9) and (11) always
-are. Ref and builder globs follow `globs`: `*` within a segment, `**` across.
+repository; (7) ref (a pull-request build only when a ref expected names refs/pull/); (8) commit;
+(9) every artifact is a subject (a folder's files by their relative names); (10) the SBOM's digest
+is the recorded byproduct; (11) the run context was confirmed by the server. An expectation left
+as None is not checked; (1)-(4), (9) and (11) always are. Ref and builder globs follow `globs`: `*`
+within a segment, `**` across.
 """
 
 from __future__ import annotations
 
+import json
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -81,10 +83,15 @@ class ArtifactResult:
         return not self.error
 
     def line(self) -> str:
+        """One line, whatever the names hold (a file named `x\nPASSED: y` cannot print a verdict)."""
         if self.error:
-            return f"FAILED: {self.artifact.name}: {self.error}"
+            return _one_line(f"FAILED: {self.artifact.name}: {self.error}")
         alias = f" (subject {self.subject})" if self.subject != self.artifact.name else ""
-        return f"PASSED: {self.artifact.name}{alias}"
+        return _one_line(f"PASSED: {self.artifact.name}{alias}")
+
+
+def _one_line(text: str) -> str:
+    return text if text.isprintable() else text.encode("unicode_escape", "backslashreplace").decode()
 
 
 MAX_ENVELOPE = 256 << 20
@@ -160,15 +167,22 @@ REPOSITORY_PATH = "predicate.buildDefinition.externalParameters.workflow.reposit
 REF_PATH = "predicate.buildDefinition.externalParameters.workflow.ref"
 SOURCE_PATH = "predicate.buildDefinition.resolvedDependencies.0.uri"
 COMMIT_PATH = "predicate.buildDefinition.resolvedDependencies.0.digest.gitCommit"
-CONFIRMED_PATH = "predicate.buildDefinition.internalParameters.azurePipelines.serverConfirmed"
+AZURE_PIPELINES_PATH = "predicate.buildDefinition.internalParameters.azurePipelines"
+PULL_REFS = "refs/pull/"
+
+
+def _internal(statement: dict[str, Any]) -> dict[str, Any]:
+    """internalParameters.azurePipelines, or {} when it is not there."""
+    value: Any = statement
+    for part in AZURE_PIPELINES_PATH.split("."):
+        value = value.get(part) if isinstance(value, dict) else None
+    return value if isinstance(value, dict) else {}
 
 
 def _check_confirmed(statement: dict[str, Any], expected: Expectations) -> bool:
     """Check (11): the run context was confirmed with the Azure DevOps REST API. Unconfirmed, a step
     could have claimed any branch, commit or repository; refused unless explicitly allowed."""
-    value: Any = statement
-    for part in CONFIRMED_PATH.split("."):
-        value = value.get(part) if isinstance(value, dict) else None
+    value = _internal(statement).get("serverConfirmed")
     if value is True:
         return True
     if not expected.allow_unconfirmed:
@@ -224,6 +238,23 @@ def _check_source(statement: dict[str, Any], expected: Expectations) -> None:
         raise VerificationError(
             "(7) ref", f"workflow.ref: got {ref!r}, expected one of {list(expected.refs)!r}"
         )
+    _check_not_pull_request(statement, ref, expected)
+
+
+def _check_not_pull_request(statement: dict[str, Any], ref: str, expected: Expectations) -> None:
+    """Check (7) for a pull-request build (code not reviewed yet, attested only by an explicit
+    --allow-pull-request): refused unless a ref expected names refs/pull/, as generate refuses it."""
+    reason = _internal(statement).get("reason")
+    if not ref.startswith(PULL_REFS) and str(reason).lower() != "pullrequest":
+        return
+    wanted = [expected.source_ref] if expected.source_ref is not None else []
+    if any(glob.startswith(PULL_REFS) for glob in [*wanted, *(expected.refs or ())]):
+        return
+    raise VerificationError(
+        "(7) ref",
+        f"workflow.ref: got {ref!r} from a pull-request build (reason {reason!r}), expected a branch or "
+        f"tag (accept pull-request builds only with a ref under {PULL_REFS})",
+    )
 
 
 def _check_unique_subjects(statement: dict[str, Any]) -> None:
@@ -316,8 +347,12 @@ def _byproducts(statement: dict[str, Any]) -> object:
 
 
 def _parse_statement(payload: bytes) -> dict[str, Any]:
+    if json.detect_encoding(payload) != "utf-8":  # a BOM, or UTF-16/32: in-toto Statements are UTF-8
+        raise VerificationError("(3) statement", "the payload is not UTF-8 JSON without a byte order mark")
     try:
-        statement = untrusted.loads(payload)
+        statement = untrusted.loads(payload, strict=True)
+    except untrusted.AmbiguousError as exc:
+        raise VerificationError("(3) statement", f"the payload is ambiguous JSON: {exc}") from exc
     except (ValueError, RecursionError) as exc:
         raise VerificationError("(3) statement", "the payload is not JSON") from exc
     if not isinstance(statement, dict):

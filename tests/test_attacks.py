@@ -1,0 +1,484 @@
+"""The red team's attacks on the gate: each try to make `verify` pass what it must refuse, kept as a
+test whether it found a hole (fixed, and named in the test's id) or the gate already refused it."""
+
+from __future__ import annotations
+
+import base64
+import codecs
+import copy
+import hashlib
+import json
+import os
+import unicodedata
+from collections.abc import Callable
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+import pytest
+from cryptography.hazmat.primitives.asymmetric import ec
+
+from conftest import COMMIT, PIPELINE_ENV
+from slsa_provenance import dsse
+from slsa_provenance.artifacts import folder_artifacts
+from slsa_provenance.context import RunContext
+from slsa_provenance.provenance import Subject, build_statement, canonical_json
+from slsa_provenance.signers.local import LocalSigner
+from slsa_provenance.verify import Artifact, Builder, Expectations, check_artifacts, run_checks
+
+APP = b"app v1\n"
+APP_SHA = hashlib.sha256(APP).hexdigest()
+REPOSITORY = PIPELINE_ENV["BUILD_REPOSITORY_URI"]
+BUILDER = "https://dev.azure.com/contoso/web/web/azure-pipelines.yml@refs/heads/main"
+
+Statement = dict[str, Any]
+
+
+@pytest.fixture(scope="module")
+def signer(key_files: dict[str, tuple[Path, Path]]) -> LocalSigner:
+    return LocalSigner.from_file(str(key_files["ecdsa-p256"][0]))
+
+
+def statement(ref: str = "refs/heads/main", reason: str = "IndividualCI", **subjects: str) -> Statement:
+    context = replace(
+        RunContext.from_environment(PIPELINE_ENV),
+        source_branch=ref,
+        reason=reason,
+        pipeline_file="azure-pipelines.yml",
+        server_confirmed=True,
+    )
+    named = [Subject(name, sha) for name, sha in (subjects or {"bin/app": APP_SHA}).items()]
+    return build_statement(context, named)
+
+
+def envelope(signer: LocalSigner, payload: bytes, payload_type: str = dsse.PAYLOAD_TYPE) -> dict[str, Any]:
+    signed = dsse.sign(payload, payload_type, signer)
+    return json.loads(signed.to_json())
+
+
+def signed_json(signer: LocalSigner, document: Statement) -> bytes:
+    return json.dumps(envelope(signer, canonical_json(copy.deepcopy(document)))).encode()
+
+
+def first_error(data: bytes, signer: LocalSigner, expected: Expectations | None = None) -> str:
+    """The gate's verdict on `data` for the artifact bin/app: '' when it passes."""
+    report = run_checks(data, [signer.public_key()], expected or Expectations(), [Artifact("app", APP_SHA)])
+    return next((r.error for r in report.results if r.error), "")
+
+
+# Each: what the attacker sends (from a trusted signer and a valid Statement), and the verdict's start
+# ('' = passes, and should). "HOLE" marks what passed before this file's fixes.
+def _payload_variant(edit: Callable[[bytes], bytes]) -> Callable[[LocalSigner], bytes]:
+    def make(signer: LocalSigner) -> bytes:
+        return json.dumps(envelope(signer, edit(canonical_json(statement())))).encode()
+
+    return make
+
+
+def _envelope_variant(edit: Callable[[dict[str, Any], str], str]) -> Callable[[LocalSigner], bytes]:
+    def make(signer: LocalSigner) -> bytes:
+        signed = envelope(signer, canonical_json(statement()))
+        return edit(signed, json.dumps(signed)).encode("utf-8", "surrogatepass")
+
+    return make
+
+
+def _other_payload() -> str:
+    other = statement(**{"bin/app": "0" * 64})
+    return base64.b64encode(canonical_json(other)).decode()
+
+
+def _untrusted_second_signature(signer: LocalSigner) -> bytes:
+    signed = envelope(signer, canonical_json(statement()))
+    stranger = ec.generate_private_key(ec.SECP256R1())
+    extra = stranger.sign(dsse.pae(dsse.PAYLOAD_TYPE, canonical_json(statement())), ec.ECDSA(_sha256()))
+    signed["signatures"].insert(0, {"keyid": signed["signatures"][0]["keyid"], "sig": _b64(extra)})
+    return json.dumps(signed).encode()
+
+
+def _only_untrusted_signature(signer: LocalSigner) -> bytes:
+    signed = envelope(signer, canonical_json(statement()))
+    stranger = ec.generate_private_key(ec.SECP256R1())
+    forged = stranger.sign(dsse.pae(dsse.PAYLOAD_TYPE, canonical_json(statement())), ec.ECDSA(_sha256()))
+    signed["signatures"] = [{"keyid": signed["signatures"][0]["keyid"], "sig": _b64(forged)}]
+    return json.dumps(signed).encode()
+
+
+def _type_confusion(signer: LocalSigner) -> bytes:
+    other_type = "application/vnd.in-toto+JSON"
+    return json.dumps(envelope(signer, canonical_json(statement()), other_type)).encode()
+
+
+def _statement_variant(edit: Callable[[Statement], None]) -> Callable[[LocalSigner], bytes]:
+    def make(signer: LocalSigner) -> bytes:
+        document = statement()
+        edit(document)
+        return signed_json(signer, document)
+
+    return make
+
+
+def _sha256() -> Any:
+    from cryptography.hazmat.primitives import hashes
+
+    return hashes.SHA256()
+
+
+def _b64(data: bytes) -> str:
+    return base64.b64encode(data).decode()
+
+
+def _bundle_twice(signer: LocalSigner) -> bytes:
+    signed = json.dumps(envelope(signer, canonical_json(statement())))
+    other = json.dumps(json.loads(signed) | {"payload": _other_payload()})
+    return (
+        '{"mediaType":"application/vnd.dev.sigstore.bundle.v0.3+json","verificationMaterial":{},'
+        f'"dsseEnvelope":{other},"dsseEnvelope":{signed}}}'
+    ).encode()
+
+
+ENVELOPE_ATTACKS: dict[str, tuple[Callable[[LocalSigner], bytes], str]] = {
+    "HOLE payload key twice in the envelope (a first-key parser reads the other)": (
+        _envelope_variant(lambda e, text: f'{{"payload":"{_other_payload()}",{text[1:]}'),
+        "(1) envelope: envelope is ambiguous JSON: key 'payload' is given twice",
+    ),
+    "HOLE dsseEnvelope twice in a bundle": (
+        _bundle_twice,
+        "(1) envelope: envelope is ambiguous JSON: key 'dsseEnvelope' is given twice",
+    ),
+    "HOLE NaN in the envelope": (
+        _envelope_variant(lambda e, text: text[:-1] + ',"x":NaN}'),
+        "(1) envelope: envelope is ambiguous JSON: NaN is not a JSON number",
+    ),
+    "HOLE key twice in the signed payload": (
+        _payload_variant(lambda p: p[:-1] + b',"_type":"https://in-toto.io/Statement/v1"}'),
+        "(3) statement: the payload is ambiguous JSON: key '_type' is given twice",
+    ),
+    "HOLE Infinity in the signed payload": (
+        _payload_variant(lambda p: p[:-1] + b',"x":Infinity}'),
+        "(3) statement: the payload is ambiguous JSON: Infinity is not a JSON number",
+    ),
+    "HOLE 1e999 in the signed payload": (
+        _payload_variant(lambda p: p[:-1] + b',"x":1e999}'),
+        "(3) statement: the payload is ambiguous JSON: the number 1e999 is too large",
+    ),
+    "HOLE a BOM before the signed payload": (
+        _payload_variant(lambda p: codecs.BOM_UTF8 + p),
+        "(3) statement: the payload is not UTF-8 JSON without a byte order mark",
+    ),
+    "HOLE a UTF-16 signed payload": (
+        _payload_variant(lambda p: p.decode().encode("utf-16-le")),
+        "(3) statement: the payload is not UTF-8 JSON without a byte order mark",
+    ),
+    "signed payload not UTF-8": (
+        _payload_variant(lambda p: p[:-1] + b',"x":"\xff"}'),
+        "(3) statement: the payload is not JSON",
+    ),
+    "a 5000-digit number in the signed payload": (
+        _payload_variant(lambda p: p[:-1] + b',"x":' + b"9" * 5000 + b"}"),
+        "(3) statement: the payload is not JSON",
+    ),
+    "a BOM before the envelope (the signed bytes are the same)": (
+        _envelope_variant(lambda e, text: "\ufeff" + text),
+        "",
+    ),
+    "a second signature by an untrusted key (one trusted signature suffices)": (
+        _untrusted_second_signature,
+        "",
+    ),
+    "only an untrusted key's signature, with the trusted keyid": (
+        _only_untrusted_signature,
+        "(2) signature: no signature verifies",
+    ),
+    "URL-safe base64 without padding (the same signed bytes)": (
+        _envelope_variant(
+            lambda e, text: json.dumps(
+                e | {"payload": e["payload"].replace("+", "-").replace("/", "_").rstrip("=")}
+            )
+        ),
+        "",
+    ),
+    "payloadType in upper case": (
+        _envelope_variant(lambda e, text: json.dumps(e | {"payloadType": dsse.PAYLOAD_TYPE.upper()})),
+        "(1) envelope: payloadType: got 'APPLICATION/VND.IN-TOTO+JSON'",
+    ),
+    "payload signed under another payloadType": (
+        _type_confusion,
+        "(1) envelope: payloadType: got 'application/vnd.in-toto+JSON'",
+    ),
+    "payload swapped under a valid signature": (
+        _envelope_variant(lambda e, text: json.dumps(e | {"payload": _other_payload()})),
+        "(2) signature",
+    ),
+    "subject digest in upper-case hex (the same digest)": (
+        _statement_variant(lambda s: s["subject"][0]["digest"].update(sha256=APP_SHA.upper())),
+        "",
+    ),
+    "subject with sha512 only": (
+        _statement_variant(lambda s: s["subject"][0].update(digest={"sha512": "0" * 128})),
+        "(9) subject: sha256",
+    ),
+    "the same subject twice with different digests": (
+        _statement_variant(
+            lambda s: s["subject"].append({"name": "bin/app", "digest": {"sha256": "0" * 64}})
+        ),
+        "(3) statement: subject 'bin/app' appears more than once",
+    ),
+    "no subjects": (
+        _statement_variant(lambda s: s.update(subject=[])),
+        "(3) statement: subject is missing or empty",
+    ),
+    "an in-toto v0.1 Statement": (
+        _statement_variant(lambda s: s.update(_type="https://in-toto.io/Statement/v0.1")),
+        "(3) statement: _type",
+    ),
+    "serverConfirmed as the string 'true'": (
+        _statement_variant(
+            lambda s: s["predicate"]["buildDefinition"]["internalParameters"]["azurePipelines"].update(
+                serverConfirmed="true"
+            )
+        ),
+        "(11) confirmation: serverConfirmed: got 'true', expected True",
+    ),
+}
+
+
+@pytest.mark.parametrize("attack", ENVELOPE_ATTACKS, ids=list(ENVELOPE_ATTACKS))
+def test_envelope_and_json_attacks(signer: LocalSigner, attack: str) -> None:
+    make, verdict = ENVELOPE_ATTACKS[attack]
+    error = first_error(make(signer), signer)
+    assert error.startswith(verdict) if verdict else error == "", error
+
+
+def _pull_request(ref: str = "refs/pull/7/merge", reason: str = "PullRequest") -> Statement:
+    return statement(ref=ref, reason=reason)
+
+
+def _with(path: str, value: str) -> Callable[[], Statement]:
+    def make() -> Statement:
+        document = statement()
+        *parents, last = path.split(".")
+        target: Any = document["predicate"]
+        for part in parents:
+            target = target[int(part)] if part.isdigit() else target[part]
+        target[last] = value
+        return document
+
+    return make
+
+
+WORKFLOW = "buildDefinition.externalParameters.workflow"
+SOURCE = "buildDefinition.resolvedDependencies.0.uri"
+
+# (the signed Statement, what the gate expects, the verdict's start: '' = passes, and should)
+EXPECTATION_ATTACKS: dict[str, tuple[Callable[[], Statement], Expectations, str]] = {
+    "HOLE a pull-request build, no ref expected": (
+        _pull_request,
+        Expectations(),
+        "(7) ref: workflow.ref: got",
+    ),
+    "HOLE a pull-request build, policy refs refs/**": (
+        _pull_request,
+        Expectations(refs=("refs/**",)),
+        "(7) ref: workflow.ref: got 'refs/pull/7/merge' from a pull-request build",
+    ),
+    "HOLE a pull-request build on a branch ref (reason PullRequest)": (
+        lambda: _pull_request(ref="refs/heads/feature"),
+        Expectations(source_ref="refs/heads/**"),
+        "(7) ref: workflow.ref: got 'refs/heads/feature' from a pull-request build",
+    ),
+    "a pull-request build, asked for by --source-ref refs/pull/**": (
+        _pull_request,
+        Expectations(source_ref="refs/pull/**"),
+        "",
+    ),
+    "a pull-request build against --source-ref refs/heads/*": (
+        _pull_request,
+        Expectations(source_ref="refs/heads/*"),
+        "(7) ref: workflow.ref: got 'refs/pull/7/merge', expected 'refs/heads/*'",
+    ),
+    **{
+        f"ref {why}": (lambda ref=ref: statement(ref=ref), Expectations(source_ref=glob), "(7) ref")
+        for why, (ref, glob) in {
+            "glob * across a segment": ("refs/heads/release/1.0/evil", "refs/heads/release/*"),
+            "glob ? matching /": ("refs/heads/a/b", "refs/heads/a?b"),
+            "exact, with a suffix": ("refs/heads/main-evil", "refs/heads/main"),
+            "exact, with a trailing newline": ("refs/heads/main\n", "refs/heads/main"),
+            "glob under refs/tags with .. segments": ("refs/tags/v1/../../heads/evil", "refs/tags/v*"),
+        }.items()
+    },
+    **{
+        f"repository {why}": (
+            _with(f"{WORKFLOW}.repository", uri),
+            Expectations(source_uri=REPOSITORY),
+            "(6) source: workflow.repository",
+        )
+        for why, uri in {
+            "with .git": REPOSITORY + ".git",
+            "in upper case": REPOSITORY.upper(),
+            "with a trailing slash": REPOSITORY + "/",
+            "with %2F": REPOSITORY.replace("/_git/", "%2F_git%2F"),
+            "with userinfo": REPOSITORY.replace("https://", "https://evil@"),
+            "on another host with the path": REPOSITORY.replace("dev.azure.com", "dev.azure.com.evil.io"),
+        }.items()
+    },
+    "repositories policy: a repository of a similar name": (
+        _with(f"{WORKFLOW}.repository", REPOSITORY + "-fork"),
+        Expectations(repositories=(REPOSITORY,)),
+        "(6) source: workflow.repository: got",
+    ),
+    "resolvedDependencies[0] from another repository": (
+        _with(SOURCE, "git+https://dev.azure.com/evil/web/_git/web@refs/heads/main"),
+        Expectations(source_uri=REPOSITORY),
+        "(6) source: resolvedDependencies[0].uri",
+    ),
+    "commit, a short prefix expected": (statement, Expectations(commit=COMMIT[:12]), "(8) commit"),
+    "commit expected in upper case (the same commit)": (statement, Expectations(commit=COMMIT.upper()), ""),
+    "builder glob * across a folder of the pipeline path": (
+        lambda: replace_builder(BUILDER.replace("azure-pipelines.yml", "forks/evil.yml")),
+        Expectations(builders=(Builder(BUILDER.replace("azure-pipelines.yml", "*.yml"), 3),)),
+        "(5) builder.id",
+    ),
+    "builder glob @refs/heads/* against a nested branch": (
+        lambda: replace_builder(BUILDER.replace("heads/main", "heads/a/b")),
+        Expectations(builders=(Builder(BUILDER.replace("heads/main", "heads/*"), 3),)),
+        "(5) builder.id",
+    ),
+    "builder glob [a-z] class": (
+        lambda: replace_builder(BUILDER.replace("/web/web/", "/web/w3b/")),
+        Expectations(builders=(Builder(BUILDER.replace("/web/web/", "/web/w[a-z]b/"), 3),)),
+        "(5) builder.id",
+    ),
+    "builder id exact, another host": (
+        lambda: replace_builder(BUILDER.replace("dev.azure.com", "dev.azure.com.evil.io")),
+        Expectations(builder_id=BUILDER),
+        "(5) builder.id",
+    ),
+    "builder id given and a policy's builders: both must match": (
+        statement,
+        Expectations(builder_id=BUILDER, builders=(Builder(BUILDER + "x", 3),)),
+        "(5) builder.id",
+    ),
+    "buildType of another builder": (
+        _with(
+            "buildDefinition.buildType",
+            "https://slsa-framework.github.io/github-actions-buildtypes/workflow/v1",
+        ),
+        Expectations(),
+        "(4) buildType",
+    ),
+}
+
+
+def replace_builder(builder: str) -> Statement:
+    document = statement()
+    document["predicate"]["runDetails"]["builder"]["id"] = builder
+    return document
+
+
+@pytest.mark.parametrize("attack", EXPECTATION_ATTACKS, ids=list(EXPECTATION_ATTACKS))
+def test_source_ref_and_builder_attacks(signer: LocalSigner, attack: str) -> None:
+    make, expected, verdict = EXPECTATION_ATTACKS[attack]
+    error = first_error(signed_json(signer, make()), signer, expected)
+    assert error.startswith(verdict) if verdict else error == "", error
+
+
+def _link_out(folder: Path, name: str) -> None:
+    outside = folder.parent / f"outside-{name.replace('/', '-')}"
+    outside.write_bytes(APP)
+    (folder / name).parent.mkdir(parents=True, exist_ok=True)
+    (folder / name).symlink_to(outside)
+
+
+def _hard_link_in(folder: Path) -> None:
+    outside = folder.parent / "outside-hard"
+    outside.write_bytes(APP)
+    (folder / "bin" / "app").unlink()
+    os.link(outside, folder / "bin" / "app")
+
+
+def _write(name: str, data: bytes = b"") -> Callable[[Path], None]:
+    def make(folder: Path) -> None:
+        (folder / name).parent.mkdir(parents=True, exist_ok=True)
+        (folder / name).write_bytes(data)
+
+    return make
+
+
+NFC = unicodedata.normalize("NFC", "bin/café")
+
+# (what the attacker does to the folder, the subjects signed (None: bin/app alone), the line expected)
+FOLDER_ATTACKS: dict[str, tuple[Callable[[Path], None], dict[str, str] | None, str]] = {
+    "HOLE a file link out of the folder, to the right content": (
+        lambda f: ((f / "bin" / "app").unlink(), _link_out(f, "bin/app")),
+        None,
+        "FAILED: bin/app: (9) subject: bin/app is a symbolic link out of the folder",
+    ),
+    "HOLE a link out of the folder in _manifest/, under an allowed name": (
+        lambda f: _link_out(f, "_manifest/slsa_1.0/provenance.intoto.jsonl"),
+        None,
+        "FAILED: _manifest/slsa_1.0/provenance.intoto.jsonl: (9) subject: _manifest/slsa_1.0/provenance"
+        ".intoto.jsonl is a symbolic link out of the folder",
+    ),
+    "a file link inside the folder (its content is checked)": (
+        lambda f: (f / "bin" / "copy").symlink_to("app"),
+        {"bin/app": APP_SHA, "bin/copy": APP_SHA},
+        "PASSED: bin/copy",
+    ),
+    "a hard link to a file outside (its content is what ships)": (_hard_link_in, None, "PASSED: bin/app"),
+    "a folder link inside the folder": (
+        lambda f: (f / "lib").symlink_to("bin"),
+        None,
+        "FAILED: lib: (9) subject: lib is a symbolic link to a folder",
+    ),
+    "a stray file in _manifest/": (
+        _write("_manifest/slsa_1.0/evil.js", b"evil()"),
+        None,
+        "FAILED: _manifest/slsa_1.0/evil.js: (9) subject: _manifest/ may hold only",
+    ),
+    "_MANIFEST/ in another case (a case-insensitive deployment target)": (
+        _write("_MANIFEST/evil.js", b"evil()"),
+        None,
+        "FAILED: _MANIFEST/evil.js: (9) subject: no subject is named '_MANIFEST/evil.js'",
+    ),
+    "an empty file that is not a subject": (
+        _write("empty.txt"),
+        {"bin/app": APP_SHA, "other-empty.txt": hashlib.sha256(b"").hexdigest()},
+        "FAILED: empty.txt: (9) subject: no subject is named 'empty.txt'",
+    ),
+    "a file swapped for another subject's": (
+        _write("bin/app", b"app v0 (vulnerable)\n"),
+        {"bin/app": APP_SHA, "bin/old": hashlib.sha256(b"app v0 (vulnerable)\n").hexdigest()},
+        "FAILED: bin/app: (9) subject: bin/app sha256 got",
+    ),
+    **{
+        f"the subject named {name!r}": (
+            lambda f: None,
+            {name: APP_SHA},
+            "FAILED: bin/app: (9) subject: no subject is named 'bin/app'",
+        )
+        for name in ("./bin/app", "bin//app", "/bin/app", "bin\\app", "bin/app/", "BIN/app", "bin/app ")
+    },
+    "the subject in NFD, the file in NFC": (
+        lambda f: (f / "bin" / "app").rename(f / NFC),
+        {unicodedata.normalize("NFD", NFC): APP_SHA},
+        f"FAILED: {NFC}: (9) subject: no subject is named {NFC!r}",
+    ),
+    "HOLE a file name that prints a PASSED line of its own": (
+        _write("x\nPASSED: bin/app", b"evil()"),
+        None,
+        "FAILED: x\\nPASSED: bin/app: (9) subject: no subject is named",
+    ),
+}
+
+
+@pytest.mark.parametrize("attack", FOLDER_ATTACKS, ids=list(FOLDER_ATTACKS))
+def test_folder_attacks(tmp_path: Path, attack: str) -> None:
+    change, subjects, line = FOLDER_ATTACKS[attack]
+    folder = tmp_path / "drop"
+    _write("bin/app", APP)(folder)
+    change(folder)
+    document = statement(**(subjects or {"bin/app": APP_SHA}))
+    lines = [result.line() for result in check_artifacts(document, folder_artifacts(folder))]
+    assert any(text.startswith(line) for text in lines), lines
+    assert all(text.startswith("PASSED") for text in lines) == line.startswith("PASSED"), lines
