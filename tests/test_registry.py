@@ -16,6 +16,7 @@ from pathlib import Path
 import pytest
 
 from conftest import REPO, AzureStack, run_cli, statement_of
+from fakes import HttpsServer, Request
 from registry import OCI_INDEX, OCI_MANIFEST, AcrTokens, DockerRegistry, ReferrersProxy
 
 pytestmark = pytest.mark.integration
@@ -588,3 +589,54 @@ def test_a_policy_and_a_summary_apply_to_images(  # type: ignore[no-untyped-def]
     out = capsys.readouterr().out
     assert "##vso[task.complete result=Succeeded]all 1 images verified" in out, out
     assert f"##vso[task.setvariable variable=vsaPath]{vsa}" in out and vsa.is_file()
+
+
+def test_a_tag_answered_with_another_images_digest_is_refused(  # type: ignore[no-untyped-def]
+    acr: AzureStack, registry: DockerRegistry, proxy: ReferrersProxy, key_files, tmp_path: Path
+) -> None:
+    """Red team: the registry claimed (Docker-Content-Digest) that the tag names an attested image while
+    serving another; the gate took the header's word and PASSED the tag. It now hashes the manifest."""
+    repo = repository()
+    attested, evil = registry.push_image(repo, "good"), registry.push_image(repo, "evil")
+    private, public = key_files["ecdsa-p256"]
+    code, _, err = generate(
+        acr, private, tmp_path / "out", "--image", f"{proxy.host}/{repo}@{attested}", "--attach"
+    )
+    assert code == 0, err
+
+    def lie(request: Request) -> tuple[int, dict[str, str], bytes]:
+        status, headers, body = proxy._forward(request)
+        return status, {**headers, "Docker-Content-Digest": attested}, body
+
+    for method in ("GET", "HEAD"):
+        proxy.route(method, r"/v2/.+/manifests/evil", lie)
+        proxy.routes.insert(0, proxy.routes.pop())
+    code, out, _ = verify(acr, public, f"{proxy.host}/{repo}:evil")
+    assert code == 1, out
+    assert f"resolved {proxy.host}/{repo}:evil to {evil}" in out
+    assert "PASSED" not in out
+
+
+def test_a_host_redirected_to_gets_no_credentials(  # type: ignore[no-untyped-def]
+    acr: AzureStack, registry: DockerRegistry, proxy: ReferrersProxy, certificate_authority, key_files
+) -> None:
+    """Red team: the registry redirected a request to another host, which answered 401 with a challenge
+    of its own; the client traded the service connection's Entra token at that host's realm."""
+    elsewhere = HttpsServer(certificate_authority).start()
+    realm = f'Bearer realm="{elsewhere.url}/oauth2/token",service="elsewhere"'
+    for method in ("GET", "POST"):
+        elsewhere.route(method, r"/.*", lambda request: (401, {"WWW-Authenticate": realm}, b""))
+    proxy.route(
+        "GET", r"/v2/.+/referrers/.*", lambda request: (307, {"Location": elsewhere.url + request.path}, b"")
+    )
+    proxy.routes.insert(0, proxy.routes.pop())
+    repo = repository()
+    digest = registry.push_image(repo)
+    try:
+        code, out, err = verify(acr, key_files["ecdsa-p256"][1], f"{proxy.host}/{repo}@{digest}")
+    finally:
+        elsewhere.stop()
+    assert code == 1, out
+    assert [r.path for r in elsewhere.requests] == [f"/v2/{repo}/referrers/{digest}"]
+    assert "authorization" not in elsewhere.requests[0].headers
+    assert f"registry {proxy.host} refused to let these credentials read" in err

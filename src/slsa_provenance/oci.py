@@ -18,7 +18,7 @@ import hashlib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
-from urllib.parse import urljoin
+from urllib.parse import urljoin, urlsplit
 
 from slsa_provenance import untrusted
 from slsa_provenance.errors import Error, InputError
@@ -48,6 +48,8 @@ class Response:
     status: int
     headers: Mapping[str, str]
     body: bytes
+    url: str = ""
+    """Where the answer came from, after any redirect."""
 
 
 @dataclass
@@ -110,7 +112,7 @@ class Registries:
                 f"cannot reach {url.split('/v2/')[0]}: {str(exc).splitlines()[0]}",
                 "check the registry's name and the agent's network, proxy and CA settings",
             ) from exc
-        return Response(method, response.status_code, response.headers, bytes(data))
+        return Response(method, response.status_code, response.headers, bytes(data), request.url)
 
     def _pipeline(self) -> Any:
         if self._client is None:
@@ -142,26 +144,24 @@ class Repository:
         self.base = f"https://{reference.host}/v2/{reference.repository}"
 
     def manifest_descriptor(self, reference: str) -> Descriptor:
-        """HEAD the manifest a tag or digest names. Raises InputError when it is not there."""
-        response = self._call("HEAD", f"/manifests/{reference}", {"Accept": ", ".join(MANIFEST_TYPES)})
-        if response.status == 404:
+        """The manifest a tag or digest names, fetched and hashed (a `Docker-Content-Digest` header is
+        only a claim: a tag could be answered with another image's digest). Raises InputError when it
+        is not there, Error when the registry answers a digest with other content."""
+        found = self.get_manifest(reference)
+        if found is None:
             raise InputError(
                 f"image {self.reference.name}:{reference} is not in its registry".replace(
                     ":sha256:", "@sha256:"
                 ),
                 "attest the image after it is pushed, and check its name, tag or digest",
             )
-        self._expect(response, (200,), f"the manifest {reference}")
-        digest = response.headers.get("Docker-Content-Digest", "")
-        media_type = response.headers.get("Content-Type", "").split(";")[0].strip()
-        size = response.headers.get("Content-Length", "")
-        if not digest.startswith("sha256:") or media_type not in MANIFEST_TYPES or not size.isdigit():
+        if found[1].media_type not in MANIFEST_TYPES:
             raise Error(
-                f"registry {self.reference.registry} described {reference} without a usable digest, "
-                "media type or size",
+                f"registry {self.reference.registry} served {reference} as {found[1].media_type!r}, "
+                "not an image manifest or index",
                 "use a registry that follows the OCI distribution spec",
             )
-        return Descriptor(media_type, digest, int(size))
+        return found[1]
 
     def get_manifest(
         self, reference: str, accept: tuple[str, ...] = MANIFEST_TYPES
@@ -246,8 +246,8 @@ class Repository:
         url = path if absolute else self.base + path
         authorization = self.credentials.cached(self.scope)
         response = self.registries.send(method, url, {**headers, **authorization}, body, limit)
-        if response.status != 401:
-            return response
+        if response.status != 401 or urlsplit(response.url).netloc != urlsplit(url).netloc:
+            return response  # a host we were redirected to gets no credentials, whatever it asks
         challenge = Challenge.parse(response.headers.get("WWW-Authenticate", ""))
         if challenge is None:
             return response
