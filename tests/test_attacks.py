@@ -459,6 +459,16 @@ FOLDER_ATTACKS: dict[str, tuple[Callable[[Path], None], dict[str, str] | None, s
         )
         for name in ("./bin/app", "bin//app", "/bin/app", "bin\\app", "bin/app/", "BIN/app", "bin/app ")
     },
+    "a file named bin\\app beside bin/app (one path on Windows)": (
+        _write("bin\\app", b"evil()"),
+        None,
+        "FAILED: bin\\app: (9) subject: no subject is named 'bin\\\\app'",
+    ),
+    "a file named BIN/app beside bin/app (one path on a case-insensitive target)": (
+        _write("BIN/app", b"evil()"),
+        None,
+        "FAILED: BIN/app: (9) subject: no subject is named 'BIN/app'",
+    ),
     "the subject in NFD, the file in NFC": (
         lambda f: (f / "bin" / "app").rename(f / NFC),
         {unicodedata.normalize("NFD", NFC): APP_SHA},
@@ -482,3 +492,15 @@ def test_folder_attacks(tmp_path: Path, attack: str) -> None:
     lines = [result.line() for result in check_artifacts(document, folder_artifacts(folder))]
     assert any(text.startswith(line) for text in lines), lines
     assert all(text.startswith("PASSED") for text in lines) == line.startswith("PASSED"), lines
+
+
+def test_hole_artifacts_given_with_images_are_refused_not_ignored(tmp_path: Path) -> None:
+    """--image with --artifact verified the image alone and never looked at the files (exit 0)."""
+    from slsa_provenance.errors import InputError
+    from slsa_provenance.gate import GateOptions, verify_gate
+
+    image = "127.0.0.1:9/app@sha256:" + "a" * 64
+    for extra in ({"artifacts": [tmp_path]}, {"digests": ["sha256:" + "b" * 64]}):
+        options = GateOptions(images=[image], keys=["unused.pem"], environment={}, **extra)  # type: ignore[arg-type]
+        with pytest.raises(InputError, match=r"^--artifact and --digest are checked against --provenance"):
+            verify_gate(options)

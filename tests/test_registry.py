@@ -7,10 +7,11 @@ import base64
 import hashlib
 import json
 import os
+import re
 import shutil
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -608,9 +609,7 @@ def test_a_tag_answered_with_another_images_digest_is_refused(  # type: ignore[n
         status, headers, body = proxy._forward(request)
         return status, {**headers, "Docker-Content-Digest": attested}, body
 
-    for method in ("GET", "HEAD"):
-        proxy.route(method, r"/v2/.+/manifests/evil", lie)
-        proxy.routes.insert(0, proxy.routes.pop())
+    override(proxy, "/manifests/evil", lie, ("GET", "HEAD"))
     code, out, _ = verify(acr, public, f"{proxy.host}/{repo}:evil")
     assert code == 1, out
     assert f"resolved {proxy.host}/{repo}:evil to {evil}" in out
@@ -626,10 +625,7 @@ def test_a_host_redirected_to_gets_no_credentials(  # type: ignore[no-untyped-de
     realm = f'Bearer realm="{elsewhere.url}/oauth2/token",service="elsewhere"'
     for method in ("GET", "POST"):
         elsewhere.route(method, r"/.*", lambda request: (401, {"WWW-Authenticate": realm}, b""))
-    proxy.route(
-        "GET", r"/v2/.+/referrers/.*", lambda request: (307, {"Location": elsewhere.url + request.path}, b"")
-    )
-    proxy.routes.insert(0, proxy.routes.pop())
+    override(proxy, "/referrers/", lambda request: (307, {"Location": elsewhere.url + request.path}, b""))
     repo = repository()
     digest = registry.push_image(repo)
     try:
@@ -640,3 +636,61 @@ def test_a_host_redirected_to_gets_no_credentials(  # type: ignore[no-untyped-de
     assert [r.path for r in elsewhere.requests] == [f"/v2/{repo}/referrers/{digest}"]
     assert "authorization" not in elsewhere.requests[0].headers
     assert f"registry {proxy.host} refused to let these credentials read" in err
+
+
+def override(
+    proxy: ReferrersProxy,
+    path: str,
+    answer: Callable[[Request], tuple[int, dict[str, str], bytes]],
+    methods: tuple[str, ...] = ("GET",),
+) -> None:
+    """The proxy answers requests whose path holds `path` with `answer`, before any other route."""
+    for method in methods:
+        proxy.route(method, f"/v2/.+{re.escape(path)}", answer)
+        proxy.routes.insert(0, proxy.routes.pop())
+
+
+REGISTRY_ATTACKS = {
+    "the referrers API lists another image's referrer": "subject: got 'sha256:",
+    "a referrer manifest served with other content than its digest": "with digest sha256:",
+    "a bundle served with other content than its digest": "does not match its digest",
+    "a referrer manifest of 5 MiB": "answered more than 4194304 bytes",
+    "a bundle layer declaring 1 TiB": "is 1099511627776 bytes",
+}
+
+
+@pytest.mark.parametrize("attack", REGISTRY_ATTACKS)
+def test_registry_attacks_on_verify_by_reference(  # type: ignore[no-untyped-def]
+    acr: AzureStack, registry: DockerRegistry, proxy: ReferrersProxy, key_files, tmp_path: Path, attack: str
+) -> None:
+    """Red team: a registry that answers with what it should not; each is refused, naming the referrer."""
+    repo = repository()
+    image, other = registry.push_image(repo, "a"), registry.push_image(repo, "b")
+    private, public = key_files["ecdsa-p256"]
+    for digest in (image, other):
+        out = tmp_path / digest[7:15]
+        code, _, err = generate(acr, private, out, "--image", f"{proxy.host}/{repo}@{digest}", "--attach")
+        assert code == 0, err
+    [ours], [theirs] = proxy.referrers[(repo, image)], proxy.referrers[(repo, other)]
+    manifest = registry.get(repo, f"manifests/{ours['digest']}", OCI_MANIFEST).content
+    served = {"Content-Type": OCI_MANIFEST}
+    if attack.startswith("the referrers API"):
+        proxy.referrers[(repo, image)] = [theirs]
+    elif attack.startswith("a referrer manifest served"):
+        swapped = registry.get(repo, f"manifests/{theirs['digest']}", OCI_MANIFEST).content
+        override(proxy, f"/manifests/{ours['digest']}", lambda request: (200, served, swapped))
+    elif attack.startswith("a bundle served"):
+        bundle = json.loads(manifest)["layers"][0]["digest"]
+        override(proxy, f"/blobs/{bundle}", lambda request: (200, {}, b"{}"))
+    elif "5 MiB" in attack:
+        override(proxy, f"/manifests/{ours['digest']}", lambda request: (200, served, b" " * (5 << 20)))
+    else:
+        document = json.loads(manifest)
+        document["layers"][0]["size"] = 1 << 40
+        huge = json.dumps(document).encode()
+        proxy.referrers[(repo, image)] = [{**ours, "digest": _digest(huge), "size": len(huge)}]
+        override(proxy, f"/manifests/{_digest(huge)}", lambda request: (200, served, huge))
+    code, out, _ = verify(acr, public, f"{proxy.host}/{repo}@{image}")
+    assert code == 1, out
+    assert "PASSED" not in out
+    assert REGISTRY_ATTACKS[attack] in out, out

@@ -92,6 +92,11 @@ def verify_gate(options: GateOptions) -> GateResult:
     provenance = options.provenance
     if (provenance is None) == (not options.images):
         raise InputError("verify needs either --provenance or --image", "pass one of them")
+    if options.images and (options.artifacts or options.digests):  # they would go unchecked
+        raise InputError(
+            "--artifact and --digest are checked against --provenance, never with --image",
+            "verify the images alone, and the files in a step of their own with their provenance file",
+        )
     policy = load_policy(options.policy) if options.policy else None
     expected = expectations(options, policy)
     signer = _vsa_signer(options)
