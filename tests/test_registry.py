@@ -646,7 +646,7 @@ def override(
 ) -> None:
     """The proxy answers requests whose path holds `path` with `answer`, before any other route."""
     for method in methods:
-        proxy.route(method, f"/v2/.+{re.escape(path)}", answer)
+        proxy.route(method, f"/v2/.+{re.escape(path)}.*", answer)
         proxy.routes.insert(0, proxy.routes.pop())
 
 
