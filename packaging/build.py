@@ -128,6 +128,14 @@ def lock() -> None:
     )
 
 
+def _compiled(member: str) -> bool:
+    return member.endswith((".so", ".pyd")) or ".so." in member
+
+
+def _sha256(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
 def _canonical(name: str) -> str:
     return re.sub(r"[-_.]+", "-", name).lower()
 
@@ -139,11 +147,24 @@ def stage_dependencies(task: Path) -> list[Package]:
     shutil.rmtree(staged, ignore_errors=True)
     index: dict[str, list[str]] = {}
     packages: dict[str, Package] = {}
+    optional = {_canonical(name) for name in TARGETS["optional_extensions"]}
+    taken: set[str] = set()
     for name, tags, python in [*targets(), ANY]:
         requirements = target_requirements(name, BUILD / "requirements")
         wheels = download(tags, python, BUILD / "wheels" / f"{name}-{python}", requirements, hashed=True)
         folders = []
         for wheel in wheels:
+            match = _WHEEL.match(wheel.name)
+            assert match, wheel.name
+            package = _canonical(match["name"])
+            if package in optional:  # the Python files of its first wheel, once, without the extension
+                if package not in taken:
+                    taken.add(package)
+                    with zipfile.ZipFile(wheel) as archive:
+                        python_files = [n for n in archive.namelist() if not _compiled(n)]
+                        archive.extractall(staged / "common", python_files)
+                    packages[wheel.name] = Package(package, match["version"], _sha256(wheel))
+                continue
             pure = wheel.name.endswith("-none-any.whl")
             destination = staged / "common" if pure else staged / name / wheel.name.removesuffix(".whl")
             if not pure:
@@ -152,10 +173,7 @@ def stage_dependencies(task: Path) -> list[Package]:
                 continue
             with zipfile.ZipFile(wheel) as archive:
                 archive.extractall(destination)
-            match = _WHEEL.match(wheel.name)
-            assert match, wheel.name
-            digest = hashlib.sha256(wheel.read_bytes()).hexdigest()
-            packages[wheel.name] = Package(_canonical(match["name"]), match["version"], digest)
+            packages[wheel.name] = Package(_canonical(match["name"]), match["version"], _sha256(wheel))
         if name != ANY[0]:
             index[f"{name}-cp{python.replace('.', '')}"] = sorted(folders)
     shutil.copytree(

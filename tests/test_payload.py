@@ -249,3 +249,28 @@ def test_a_release_pack_refuses_the_development_build_s_unsigned_provenance(exte
     result = release_build("--pack")
     assert result.returncode == 2, result.stderr
     assert f"error: {staged} is unsigned; run `build.py --stage`" in result.stderr
+
+
+def test_a_yaml_policy_is_read_by_the_pure_python_yaml_shipped_once(
+    extension: Path, drop: Path, tmp_path: Path, key_files
+) -> None:  # type: ignore[no-untyped-def]
+    """PyYAML ships as the Python files of one wheel (its C module is optional): a YAML policy works."""
+    index = json.loads((extension / TASK / "lib" / "index.json").read_text())
+    assert not any(f.startswith("pyyaml-") for folders in index.values() for f in folders)
+    common = payload_manifest(extension, "common")["files"]
+    assert "yaml/__init__.py" in common and not [f for f in common if f.startswith("yaml/_yaml")]
+    private, public = key_files["ecdsa-p256"]
+    assert succeeded(run_step(extension, packaged_env(tmp_path, drop, private)))
+    policy = tmp_path / "policy.yml"
+    policy.write_text(f"# reviewed\ntrustedKeys:\n  - {public}\nallowUnconfirmed: true\n")
+    env = step_env(
+        tmp_path / "verify",
+        drop,
+        command="verify",
+        provenanceFile=str(drop / "_manifest" / "slsa_1.0" / "provenance.intoto.jsonl"),
+        artifacts=str(drop),
+        policyFile=str(policy),
+    )
+    result = run_step(extension, env)
+    assert succeeded(result), result.stdout + result.stderr
+    assert "PASSED: bin/app.dll" in result.stdout
