@@ -187,3 +187,11 @@ def collection_client(server, env: dict[str, str]):  # type: ignore[no-untyped-d
     from slsa_provenance.azdo import AzureDevOps
 
     return AzureDevOps(server.collection, "token", env)
+
+
+def test_the_module_example_runs() -> None:
+    import doctest
+
+    from slsa_provenance import network as module
+
+    assert doctest.testmod(module).failed == 0

@@ -1,7 +1,7 @@
 """The agent's proxy and certificate settings, read in one place, for every HTTP call the package makes.
 
     >>> network = AgentNetwork.from_environment({"AGENT_PROXYURL": "http://proxy.contoso.com:8080",
-    ...     "AGENT_PROXYBYPASSLIST": '["\\\\.internal\\\\.contoso\\\\.com$"]'})
+    ...     "AGENT_PROXYBYPASSLIST": '["[.]internal[.]contoso[.]com$"]'})
     >>> network.proxy_for("https://contoso.vault.azure.net/keys/slsa")
     'http://proxy.contoso.com:8080'
     >>> network.proxy_for("https://tfs.internal.contoso.com/tfs/") is None
