@@ -17,13 +17,14 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
-from slsa_provenance import __version__
+from slsa_provenance import __version__, vso
 from slsa_provenance.errors import Error, InputError
 from slsa_provenance.hashing import Progress
 from slsa_provenance.signers.local import KEY_TYPES
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    vso.utf8_output()
     args = _parser().parse_args(argv)
     try:
         return int(args.run(args))

@@ -11,6 +11,7 @@ branch names, server answers) is passed through `neutralize` before it is printe
 
 from __future__ import annotations
 
+import io
 import sys
 from typing import TextIO
 
@@ -22,6 +23,19 @@ def _escape(text: str, table: tuple[tuple[str, str], ...]) -> str:
     for raw, encoded in table:
         text = text.replace(raw, encoded)
     return text
+
+
+def utf8_output() -> None:
+    """Write stdout and stderr as UTF-8, whatever the console code page or locale.
+
+    On Windows a piped stdout gets the ANSI code page (cp1252): a file named `app-中文.txt` ended the
+    step in UnicodeEncodeError after its provenance was written. The agent reads a Node task's output
+    (which Python inherits) as UTF-8. Names that are not valid text (undecodable bytes on Linux) print
+    with backslash escapes rather than fail.
+    """
+    for stream in (sys.stdout, sys.stderr):
+        if isinstance(stream, io.TextIOWrapper):
+            stream.reconfigure(encoding="utf-8", errors="backslashreplace")
 
 
 def neutralize(text: str) -> str:

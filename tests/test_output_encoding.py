@@ -1,0 +1,80 @@
+"""Output is UTF-8 whatever the console code page, and the step's result agrees with what it wrote.
+
+Windows gives a piped stdout the ANSI code page; PYTHONIOENCODING=cp1252:strict gives this process's
+children the same strict cp1252 streams on any system."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+from conftest import OUTPUT, PIPELINE_ENV, REPO, run_cli
+
+NAME = "app-中文.txt"
+CP1252 = {"PYTHONIOENCODING": "cp1252:strict"}
+
+
+def step(env: dict[str, str]) -> subprocess.CompletedProcess[bytes]:
+    """`slsa-provenance task` (what launch.py runs) in a child process, output kept as bytes."""
+    base = {k: os.environ[k] for k in ("PATH", "HOME", "SYSTEMROOT") if k in os.environ}
+    return subprocess.run(
+        [sys.executable, "-m", "slsa_provenance", "task"],
+        env={**base, **PIPELINE_ENV, "PYTHONPATH": str(REPO / "src"), **env},
+        capture_output=True,
+        timeout=120,
+        check=False,
+    )
+
+
+def generate_inputs(drop: Path, key: Path, tmp_path: Path) -> dict[str, str]:
+    return {
+        "INPUT_COMMAND": "generate",
+        "INPUT_DROPFOLDER": str(drop),
+        "INPUT_SIGNINGMETHOD": "localKey",
+        "INPUT_LOCALKEYFILE": str(key),
+        "INPUT_CONFIRMWITHSERVER": "false",
+        "INPUT_PIPELINEFILE": "azure-pipelines.yml",
+        "INPUT_SBOMCHECK": "warn",  # the new file is not in the drop's SBOM
+        "AGENT_TEMPDIRECTORY": str(tmp_path),
+    }
+
+
+def test_a_file_name_cp1252_cannot_encode_is_printed_and_the_step_succeeds(
+    drop: Path, tmp_path: Path, key_files: dict[str, tuple[Path, Path]]
+) -> None:
+    (drop / NAME).write_text("hello")
+    result = step({**generate_inputs(drop, key_files["ecdsa-p256"][0], tmp_path), **CP1252})
+    stdout = result.stdout.decode("utf-8")
+    assert f"  {NAME}\n" in stdout, stdout + result.stderr.decode("utf-8", "replace")
+    assert stdout.splitlines()[-1].startswith("##vso[task.complete result=Succeeded]")
+    assert (drop / OUTPUT).is_file()
+
+
+def test_verify_prints_the_name_in_utf8(
+    drop: Path, key_files: dict[str, tuple[Path, Path]], tmp_path: Path
+) -> None:
+    private, public = key_files["ecdsa-p256"]
+    (drop / NAME).write_text("hello")
+    assert step(generate_inputs(drop, private, tmp_path)).returncode == 0
+    verified = run_cli(
+        "verify", "--provenance", drop / OUTPUT, "--key", public, "--artifact", drop / NAME, env=CP1252
+    )
+    assert verified.returncode == 0, verified.stderr
+    assert verified.stdout == f"PASSED: {NAME}\n"
+
+
+def test_a_step_that_cannot_write_its_outputs_reports_failure_and_no_outputs(
+    drop: Path, tmp_path: Path, key_files: dict[str, tuple[Path, Path]]
+) -> None:
+    blocker = tmp_path / "not-a-folder"
+    blocker.write_text("")
+    inputs = {
+        **generate_inputs(drop, key_files["ecdsa-p256"][0], tmp_path),
+        "INPUT_OUTPUTFOLDER": str(blocker / "out"),
+    }
+    lines = step(inputs).stdout.decode("utf-8").splitlines()
+    assert lines[-1].startswith(f"##vso[task.complete result=Failed]cannot write {blocker / 'out'}")
+    assert not [line for line in lines if "result=Succeeded" in line or "variable=provenancePath" in line]
+    assert not (drop / "_manifest" / "slsa_1.0").exists()
