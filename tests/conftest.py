@@ -95,12 +95,12 @@ def unprivileged_folder() -> Iterator[Path]:
 
 
 def run_unprivileged(args: list[str]) -> subprocess.CompletedProcess[str]:
-    """The CLI as user 65534 when this runs as root, else as this user."""
-    command = [sys.executable, "-m", "slsa_provenance", *args]
-    if os.geteuid() == 0:
-        command = ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", *command]
-    env = {**PIPELINE_ENV, "PATH": os.environ["PATH"], "PYTHONPATH": str(REPO / "src")}
-    return subprocess.run(command, env=env, capture_output=True, text=True, timeout=60, check=False)
+    """The CLI as user 65534 when this runs as root, else as this user (tests/unprivileged.py)."""
+    from unprivileged import unprivileged_cli
+
+    command, path = unprivileged_cli(sys.executable, REPO / "src")
+    env = {**PIPELINE_ENV, "PATH": os.environ["PATH"], "PYTHONPATH": path}
+    return subprocess.run([*command, *args], env=env, capture_output=True, text=True, timeout=60, check=False)
 
 
 def shared_ref(relative: str) -> Path:
