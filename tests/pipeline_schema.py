@@ -217,14 +217,14 @@ def expand(value: Any, parameters: Mapping[str, Any]) -> Any:
     return value
 
 
-def _walk(node: Any) -> Iterator[dict[str, Any]]:
+def walk(node: Any) -> Iterator[dict[str, Any]]:
     if isinstance(node, dict):
         yield node
         for value in node.values():
-            yield from _walk(value)
+            yield from walk(value)
     elif isinstance(node, list):
         for item in node:
-            yield from _walk(item)
+            yield from walk(item)
 
 
 def _names(value: Any) -> list[str]:
@@ -310,7 +310,7 @@ def _dependency_problems(name: str, pipeline: Any) -> list[str]:
 def _script_problems(name: str, pipeline: Any, repo: Path) -> list[str]:
     """Scripts the steps run from the repository must be there (inline commands are not checked)."""
     problems = []
-    for node in _walk(pipeline):
+    for node in walk(pipeline):
         inputs = node.get("inputs") if isinstance(node.get("task"), str) else None
         for key in ("filePath", "scriptPath"):
             script = inputs.get(key) if isinstance(inputs, dict) else None
@@ -348,7 +348,7 @@ def included_templates(paths: list[Path]) -> set[Path]:
     """The files other pipelines include as templates (local references only)."""
     included = set()
     for path in paths:
-        for node in _walk(load_pipeline(path)):
+        for node in walk(load_pipeline(path)):
             reference = node.get("template")
             if isinstance(reference, str) and "@" not in reference and "${{" not in reference:
                 included.add((path.parent / reference).resolve())
