@@ -286,24 +286,31 @@ class _Expansion:
         return expanded
 
 
-def _dependency_problems(name: str, pipeline: Any) -> list[str]:
+def _job_problems(name: str, jobs: list[Any]) -> list[str]:
     problems = []
-    stages = pipeline.get("stages") or [] if isinstance(pipeline, dict) else []
+    job_names = [job.get("job") or job.get("deployment") for job in jobs if isinstance(job, dict)]
+    for job in jobs:
+        for needed in _names(job.get("dependsOn")):
+            if needed not in job_names:
+                problems.append(
+                    f"{name}: job {job.get('job') or job.get('deployment')} depends on {needed}, not a job of its stage"
+                )
+    return problems
+
+
+def _dependency_problems(name: str, pipeline: Any) -> list[str]:
+    if not isinstance(pipeline, dict):
+        return []
+    stages = pipeline.get("stages") or []
     stage_names = [stage.get("stage") for stage in stages if isinstance(stage, dict)]
+    problems = _job_problems(name, pipeline.get("jobs") or [])
     for stage in stages:
         for needed in _names(stage.get("dependsOn")):
             if needed not in stage_names:
                 problems.append(
                     f"{name}: stage {stage.get('stage')} depends on {needed}, which no stage is named"
                 )
-        jobs = stage.get("jobs") or []
-        job_names = [job.get("job") or job.get("deployment") for job in jobs if isinstance(job, dict)]
-        for job in jobs:
-            for needed in _names(job.get("dependsOn")):
-                if needed not in job_names:
-                    problems.append(
-                        f"{name}: job {job.get('job') or job.get('deployment')} depends on {needed}, not a job of its stage"
-                    )
+        problems += _job_problems(name, stage.get("jobs") or [])
     return problems
 
 

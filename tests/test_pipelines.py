@@ -214,3 +214,10 @@ def test_the_steps_shown_in_the_docs_use_real_inputs(name: str) -> None:
             script = " ".join(str(node.get(key, "")) for key in ("script", "bash", "pwsh"))
             assert "latest" not in script and "./" not in script, f"{name}: a step runs {script}"
     assert checked >= 2 or name == "README.md"
+
+
+def test_the_checker_follows_jobs_of_a_stageless_pipeline(tmp_path: Path) -> None:
+    root = write(tmp_path, "jobs.yml", "jobs:\n- job: build\n- job: sign\n  dependsOn: biuld\n")
+    assert reference_problems(root, tmp_path) == [
+        "jobs.yml: job sign depends on biuld, not a job of its stage"
+    ]
