@@ -59,7 +59,15 @@ def test_verify_prints_the_name_in_utf8(
     (drop / NAME).write_text("hello")
     assert step(generate_inputs(drop, private, tmp_path)).returncode == 0
     verified = run_cli(
-        "verify", "--provenance", drop / OUTPUT, "--key", public, "--artifact", drop / NAME, env=CP1252
+        "verify",
+        "--provenance",
+        drop / OUTPUT,
+        "--key",
+        public,
+        "--artifact",
+        drop / NAME,
+        "--allow-unconfirmed",
+        env=CP1252,
     )
     assert verified.returncode == 0, verified.stderr
     assert verified.stdout == f"PASSED: {NAME}\n"
