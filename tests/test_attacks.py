@@ -504,3 +504,61 @@ def test_hole_artifacts_given_with_images_are_refused_not_ignored(tmp_path: Path
         options = GateOptions(images=[image], keys=["unused.pem"], environment={}, **extra)  # type: ignore[arg-type]
         with pytest.raises(InputError, match=r"^--artifact and --digest are checked against --provenance"):
             verify_gate(options)
+
+
+def _bundle_of(envelope_bytes: bytes, signer: LocalSigner) -> bytes:
+    from slsa_provenance.bundle import bundle_parts
+
+    return b"".join(bundle_parts(envelope_bytes, signer.keyid))
+
+
+# (what the folder ships in _manifest/slsa_1.0/, given the verified envelope and another, passes?)
+SHIPPED_ATTACKS: dict[str, tuple[Callable[[bytes, bytes, LocalSigner], dict[str, bytes]], bool]] = {
+    "the provenance verified, and its bundle": (
+        lambda ours, other, s: {
+            "provenance.intoto.jsonl": ours + b"\n",
+            "provenance.sigstore.json": _bundle_of(ours, s),
+        },
+        True,
+    ),
+    "HOLE another build's provenance, shipped unchecked": (
+        lambda ours, other, s: {"provenance.intoto.jsonl": other + b"\n"},
+        False,
+    ),
+    "HOLE a bundle of another build's provenance": (
+        lambda ours, other, s: {"provenance.sigstore.json": _bundle_of(other, s)},
+        False,
+    ),
+    "HOLE a script under the provenance's name": (
+        lambda ours, other, s: {"provenance.intoto.jsonl": b"<script>evil()</script>"},
+        False,
+    ),
+}
+
+
+@pytest.mark.parametrize("attack", SHIPPED_ATTACKS, ids=list(SHIPPED_ATTACKS))
+def test_provenance_shipped_in_the_folder(
+    tmp_path: Path, signer: LocalSigner, key_files: dict[str, tuple[Path, Path]], attack: str
+) -> None:
+    from slsa_provenance.gate import GateOptions, verify_gate
+
+    ship, passes = SHIPPED_ATTACKS[attack]
+    folder = tmp_path / "drop"
+    _write("bin/app", APP)(folder)
+    ours = dsse.Envelope.from_json(signed_json(signer, statement())).to_json()
+    other = dsse.Envelope.from_json(signed_json(signer, statement(ref="refs/heads/other"))).to_json()
+    for name, data in ship(ours, other, signer).items():
+        _write(f"_manifest/slsa_1.0/{name}", data)(folder)
+    (tmp_path / "verified.intoto.jsonl").write_bytes(ours)
+    options = GateOptions(
+        provenance=tmp_path / "verified.intoto.jsonl",
+        keys=[str(key_files["ecdsa-p256"][1])],
+        artifacts=[folder],
+        environment={},
+    )
+    lines = verify_gate(options).lines()
+    assert ("PASSED: bin/app" in lines) and all(line.startswith("PASSED") for line in lines) == passes, lines
+    if not passes:
+        shipped = next(line for line in lines if line.startswith("FAILED"))
+        assert shipped.startswith("FAILED: _manifest/slsa_1.0/provenance."), shipped
+        assert shipped.endswith("holds another envelope than the provenance file verified"), shipped

@@ -7,8 +7,9 @@ A folder's files are checked by their paths relative to it (the subject of that 
 digest). What a deployment that copies the folder would ship, and the provenance cannot vouch for,
 is refused by name: a symbolic link to a folder or out of the folder, a link that is broken or not
 to a regular file, and, in the folder's `_manifest/`, anything but the SBOM and provenance files
-(the SBOM is checked against the recorded byproduct). The gate never uses the generator's AVX-512
-module: a fault there cannot make both sides agree on a wrong digest.
+(the SBOM is checked against the recorded byproduct, the provenance files must hold the envelope
+verified). The gate never uses the generator's AVX-512 module: a fault there cannot make both sides
+agree on a wrong digest.
 """
 
 from __future__ import annotations
@@ -19,21 +20,27 @@ from collections.abc import Sequence
 from operator import attrgetter
 from pathlib import Path
 
+from slsa_provenance.bundle import envelope_json
+from slsa_provenance.dsse import Envelope
 from slsa_provenance.errors import InputError
+from slsa_provenance.files import read_limited
 from slsa_provenance.hashing import Hashing, sha256_file
 from slsa_provenance.sbom import SBOM_NAMES
 from slsa_provenance.subjects import MANIFEST_DIR
-from slsa_provenance.verify import BY_NAME, BYPRODUCT, Artifact
+from slsa_provenance.verify import BY_NAME, BYPRODUCT, MAX_ENVELOPE, Artifact
 
 _DIGEST = re.compile(r"^sha256:([0-9a-fA-F]{64})$")
+SHIPPED_PROVENANCE = (
+    f"{MANIFEST_DIR}/slsa_1.0/provenance.intoto.jsonl",
+    f"{MANIFEST_DIR}/slsa_1.0/provenance.sigstore.json",
+)
 MANIFEST_FILES = frozenset(
     {
         *SBOM_NAMES,
         *(f"{name}.sha256" for name in SBOM_NAMES),
         f"{MANIFEST_DIR}/manifest.json",  # the Azure Pipelines manifest task's
         f"{MANIFEST_DIR}/manifest.json.sha256",
-        f"{MANIFEST_DIR}/slsa_1.0/provenance.intoto.jsonl",
-        f"{MANIFEST_DIR}/slsa_1.0/provenance.sigstore.json",
+        *SHIPPED_PROVENANCE,
     }
 )
 
@@ -103,3 +110,26 @@ def _walk(folder: str, top: str, prefix: str, names: list[str], refused: list[Ar
 def _leaves(entry: os.DirEntry[str], top: str) -> bool:
     """A link whose target is outside `top` (generate refuses those in a drop, too)."""
     return entry.is_symlink() and os.path.commonpath([top, os.path.realpath(entry.path)]) != top
+
+
+def shipped_provenance(paths: Sequence[Path], verified: bytes) -> list[Artifact]:
+    """The provenance files a folder ships in `_manifest/slsa_1.0/`, refused by name unless they hold
+    the envelope verified: a deployment would otherwise carry provenance that nobody checked."""
+    expected = _envelope(verified)
+    if expected is None:
+        return []  # check (1) fails anyway
+    refused = []
+    for folder in (path for path in paths if path.is_dir()):
+        for name in SHIPPED_PROVENANCE:
+            shipped = folder / name
+            if shipped.is_file() and _envelope(read_limited(shipped, "provenance", MAX_ENVELOPE)) != expected:
+                why = "holds another envelope than the provenance file verified"
+                refused.append(Artifact(name, "", refused=f"(9) subject: {name} {why}"))
+    return refused
+
+
+def _envelope(data: bytes) -> Envelope | None:
+    try:
+        return Envelope.from_json(envelope_json(data))
+    except InputError:
+        return None

@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from slsa_provenance import __version__
-from slsa_provenance.artifacts import artifact_digests
+from slsa_provenance.artifacts import artifact_digests, shipped_provenance
 from slsa_provenance.errors import InputError
 from slsa_provenance.files import read_limited
 from slsa_provenance.hashing import sha256_file
@@ -113,6 +113,7 @@ def verify_gate(options: GateOptions) -> GateResult:
     keys = trusted_keys(options, policy)
     artifacts = artifact_digests(options.artifacts, options.digests)
     envelope = read_limited(provenance, "provenance", MAX_ENVELOPE)
+    artifacts += shipped_provenance(options.artifacts, envelope)
     report = run_checks(envelope, keys, expected, artifacts)
     if signer is None or options.vsa is None or not report.passed:
         return GateResult(report, policy=policy)
