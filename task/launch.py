@@ -90,6 +90,13 @@ def changed(folder: Path, files: dict[str, str], roots: list[str]) -> str | None
 def unpack(archive: Path, files: dict[str, str], destination: Path) -> None:
     """Write exactly the manifest's files from archive into destination, each checked by its digest."""
     written = set()
+    try:
+        import lzma  # noqa: F401  (some self-built Pythons lack it; tarfile would only say "xz")
+    except ImportError:
+        raise LaunchError(
+            f"this Python ({sys.executable}) was built without the lzma module the task's payloads need; "
+            "add UsePythonVersion@0 before the step, or install a Python built with liblzma"
+        ) from None
     with tarfile.open(archive, "r|xz") as tar:
         for member in tar:
             stream = tar.extractfile(member) if member.isfile() else None

@@ -274,3 +274,23 @@ def test_a_yaml_policy_is_read_by_the_pure_python_yaml_shipped_once(
     result = run_step(extension, env)
     assert succeeded(result), result.stdout + result.stderr
     assert "PASSED: bin/app.dll" in result.stdout
+
+
+def test_a_python_without_lzma_is_told_what_to_do(extension: Path, tmp_path: Path) -> None:
+    """launch.py itself, in a Python whose lzma module cannot be imported: one sentence, no traceback."""
+    launcher = extension / TASK / "launch.py"
+    hide_lzma = (
+        "import runpy, sys; sys.modules['lzma'] = sys.modules['_lzma'] = None; "
+        f"sys.argv = [{str(launcher)!r}, 'task']; runpy.run_path(sys.argv[0], run_name='__main__')"
+    )
+    env = {"PATH": "/usr/bin:/bin", "AGENT_TOOLSDIRECTORY": str(tmp_path / "tools")}
+    result = subprocess.run(
+        [sys.executable, "-I", "-c", hide_lzma], env=env, capture_output=True, text=True, check=False
+    )
+    message = f"this Python ({sys.executable}) was built without the lzma module the task's payloads need"
+    assert result.stdout.startswith(f"##vso[task.logissue type=error]{message}"), (
+        result.stdout + result.stderr
+    )
+    assert completion(result.stdout).startswith(f"##vso[task.complete result=Failed]{message}")
+    assert "Traceback" not in result.stderr
+    assert not [p for p in (tmp_path / "tools" / "slsa-provenance").iterdir() if not p.name.startswith(".")]
