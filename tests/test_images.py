@@ -110,3 +110,42 @@ def test_the_tag_index_is_extended_never_rewritten() -> None:
     assert merged_index(merged, [entry]) is None  # nothing missing: nothing to write
     with pytest.raises(Error, match="is not an image index"):
         merged_index(b'{"schemaVersion": 2, "layers": []}', [entry])
+
+
+def test_token_services_must_use_https() -> None:
+    from slsa_provenance.registry_auth import Challenge, RegistryCredentials
+
+    def never(*args: object) -> object:
+        raise AssertionError("no request may be sent to a plain-HTTP realm")
+
+    challenge = Challenge.parse('Bearer realm="http://r.example/token",service="r.example"')
+    assert challenge is not None
+    with pytest.raises(Error, match="sends token requests to http://r.example/token") as caught:
+        RegistryCredentials("r.example", {"HOME": "/nonexistent"}).answer(
+            challenge, "repository:a:pull", never
+        )
+    assert caught.value.remedy == "token services must use HTTPS"
+
+
+def test_docker_logins_are_read_as_the_docker_cli_reads_them(tmp_path: Path) -> None:
+    import base64
+
+    from slsa_provenance.registry_auth import Login, docker_login
+
+    config = {
+        "auths": {
+            "https://index.docker.io/v1/": {"auth": base64.b64encode(b"hub:pw").decode()},
+            "myacr.azurecr.io": {"identitytoken": "refresh-123"},
+            "https://other.example/v2/": {"username": "u", "password": "p"},
+        }
+    }
+    (tmp_path / "config.json").write_text(json.dumps(config))
+    env = {"DOCKER_CONFIG": str(tmp_path)}
+    assert docker_login("registry-1.docker.io", env) == Login("hub", "pw")
+    assert docker_login("myacr.azurecr.io", env) == Login(identity_token="refresh-123")
+    assert docker_login("other.example", env) == Login("u", "p")
+    assert docker_login("unknown.example", env) is None
+    assert docker_login("myacr.azurecr.io", {"HOME": str(tmp_path / "nobody")}) is None
+    (tmp_path / "config.json").write_text("{not json")
+    with pytest.raises(InputError, match="cannot read the docker config"):
+        docker_login("myacr.azurecr.io", env)

@@ -349,7 +349,17 @@ def test_docker_login_and_credential_helper_authenticate_without_a_service_conne
     ]
     assert len(manifests) == 2
 
-    run = run_cli(*base, "--output-dir", tmp_path / "c", env={**env, "DOCKER_CONFIG": str(tmp_path / "none")})
+    registry.tokens.refresh_tokens["identity-token-of-a-docker-login"] = "sp"  # `az acr login` writes these
+    identity = {"auths": {registry.host: {"identitytoken": "identity-token-of-a-docker-login"}}}
+    (config / "config.json").write_text(json.dumps(identity))
+    run = run_cli(*base, "--output-dir", tmp_path / "c", env={**env, "DOCKER_CONFIG": str(config)})
+    assert run.returncode == 0, run.stderr
+    manifests = json.loads(registry.get(repo, f"manifests/sha256-{digest[7:]}", OCI_INDEX).content)[
+        "manifests"
+    ]
+    assert len(manifests) == 3
+
+    run = run_cli(*base, "--output-dir", tmp_path / "d", env={**env, "DOCKER_CONFIG": str(tmp_path / "none")})
     assert run.returncode == 1
     assert "refused to let these credentials read" in run.stderr and "AcrPull" in run.stderr
 
