@@ -704,3 +704,25 @@ def test_registry_attacks_on_verify_by_reference(  # type: ignore[no-untyped-def
     assert code == 1, out
     assert "PASSED" not in out
     assert REGISTRY_ATTACKS[attack] in out, out
+
+
+def test_a_busy_or_flaky_registry_is_retried_and_a_dead_one_named(  # type: ignore[no-untyped-def]
+    acr: AzureStack, registry: DockerRegistry, proxy: ReferrersProxy, key_files, tmp_path: Path
+) -> None:
+    from fakes import Fault
+
+    repo = repository()
+    digest = registry.push_image(repo)
+    image = f"{proxy.host}/{repo}@{digest}"
+    proxy.oci_subject = False  # so the referrers GET is sent
+    proxy.inject(r"/manifests/sha256:", Fault("status", response=(503, {"Retry-After": "0"}, b"busy")))
+    proxy.inject(r"/referrers/", Fault("reset"))
+    code, out, err = generate(acr, key_files["ecdsa-p256"][0], tmp_path / "out", "--image", image, "--attach")
+    assert code == 0, err
+    assert proxy.faults == []  # both were hit, and retried
+    assert registry_requests(out)[0] == 5  # the HEAD answered 503 was sent again
+
+    proxy.inject(r"/manifests/", Fault("status", response=(503, {"Retry-After": "0"}, b"busy")), times=10)
+    code, _, err = generate(acr, key_files["ecdsa-p256"][0], tmp_path / "again", "--image", image)
+    assert code == 1
+    assert f"registry {proxy.host} answered 503 for the manifest {digest} of {proxy.host}/{repo}" in err

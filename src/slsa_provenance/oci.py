@@ -9,7 +9,8 @@ HTTPS only. Every request goes through azure-core's pipeline (bounded retries ho
 Retry-After, timeouts, redirects without the Authorization header, the agent's HTTP settings from
 transport.py). A 401 is answered once with credentials for the challenge (`registry_auth.py`) and
 the request repeated; tokens are cached per scope, so a second request to the same repository
-costs no token round trip. `requests` counts every HTTP exchange, token calls included.
+costs no token round trip. `requests` counts every HTTP exchange: token calls, retries and
+redirects included.
 """
 
 from __future__ import annotations
@@ -58,6 +59,7 @@ class Registries:
 
     env: Mapping[str, str]
     requests: int = 0
+    """HTTP exchanges sent, retries and redirects included."""
     _credentials: dict[str, RegistryCredentials] = field(default_factory=dict)
     _client: Any = None
 
@@ -89,7 +91,6 @@ class Registries:
         if not url.startswith("https://"):
             raise InputError(f"refusing the plain-HTTP URL {url}", "registries are reached over HTTPS only")
         client = self._pipeline()
-        self.requests += 1
         request = HttpRequest(method, url, headers=dict(headers), content=body)
         options = client_options(self.env)
         try:
@@ -117,7 +118,19 @@ class Registries:
     def _pipeline(self) -> Any:
         if self._client is None:
             from azure.core import PipelineClient
-            from azure.core.pipeline.policies import ProxyPolicy, RedirectPolicy, RetryPolicy, UserAgentPolicy
+            from azure.core.pipeline.policies import (
+                ProxyPolicy,
+                RedirectPolicy,
+                RetryPolicy,
+                SansIOHTTPPolicy,
+                UserAgentPolicy,
+            )
+
+            registries = self
+
+            class _Count(SansIOHTTPPolicy):  # type: ignore[type-arg]
+                def on_request(self, request: Any) -> None:  # every attempt: retries and redirects too
+                    registries.requests += 1
 
             options = client_options(self.env)
             self._client = PipelineClient(
@@ -127,6 +140,7 @@ class Registries:
                     ProxyPolicy(**options),
                     RetryPolicy(**options),
                     RedirectPolicy(),
+                    _Count(),
                 ],
                 transport=options.get("transport"),
             )
