@@ -282,6 +282,7 @@ class ReferrersProxy(HttpsServer):
         self.oci_subject = True
         self.referrers: dict[tuple[str, str], list[dict[str, Any]]] = {}
         self.after_tag_put: Any = None
+        self.page_size = 100
         self.route("GET", r"/v2/(.+)/referrers/(sha256:[0-9a-f]{64})", self._referrers)
         for method in ("GET", "HEAD", "POST", "PUT"):
             self.route(method, r"/v2/.*", self._forward)
@@ -340,9 +341,16 @@ class ReferrersProxy(HttpsServer):
         probe = self._upstream(request, "HEAD", f"/v2/{repository}/manifests/{digest}")
         if probe.status_code == 401:
             return 401, {"WWW-Authenticate": probe.headers["WWW-Authenticate"]}, b""
+        entries = self.referrers.get((repository, digest), [])
+        start = int(request.query.get("last", "0"))
+        headers = {"Content-Type": OCI_INDEX}
+        if start + self.page_size < len(entries):  # the next page, as a path relative to the host
+            headers["Link"] = (
+                f'</v2/{repository}/referrers/{digest}?last={start + self.page_size}>; rel="next"'
+            )
         index = {
             "schemaVersion": 2,
             "mediaType": OCI_INDEX,
-            "manifests": self.referrers.get((repository, digest), []),
+            "manifests": entries[start : start + self.page_size],
         }
-        return 200, {"Content-Type": OCI_INDEX}, json.dumps(index).encode()
+        return 200, headers, json.dumps(index).encode()

@@ -455,6 +455,8 @@ def test_a_registry_with_the_referrers_api_gets_no_tag_index(  # type: ignore[no
     assert code == 0, err
     assert registry_requests(out)[1] == (4 if oci_subject else 5), out  # the empty blob is there now
     assert len(proxy.referrers[(repo, digest)]) == 2
+    proxy.page_size = 1
+    proxy.referrers[(repo, digest)].insert(0, {**proxy.referrers[(repo, digest)][0], "artifactType": "other"})
 
     from slsa_provenance.image_verify import verify_images
     from slsa_provenance.keys import load_public_key
@@ -472,9 +474,11 @@ def test_a_registry_with_the_referrers_api_gets_no_tag_index(  # type: ignore[no
         from slsa_provenance.image_verify import verify_image
         from slsa_provenance.images import parse_reference
 
-        verify_image(registries, parse_reference(image), [key], Expectations())
-        # HEAD, 401 answered by exchange + token, HEAD, referrers GET, referrer manifest GET, bundle GET
-        assert registries.requests == 7
+        report = verify_image(registries, parse_reference(image), [key], Expectations())
+        # HEAD, 401 answered by exchange + token, HEAD, the referrers GET and its two next pages (one of
+        # the three entries a page; the first is of another artifactType), referrer manifest GET, bundle GET
+        assert registries.requests == 9
+        assert report.passed
     print(f"verify by reference, in process, referrers API: {elapsed * 1000:.0f} ms")
     assert elapsed < 1.0
 

@@ -16,6 +16,7 @@ redirects included.
 from __future__ import annotations
 
 import hashlib
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -33,6 +34,8 @@ DOCKER_MANIFEST = "application/vnd.docker.distribution.manifest.v2+json"
 DOCKER_LIST = "application/vnd.docker.distribution.manifest.list.v2+json"
 MANIFEST_TYPES = (OCI_INDEX, OCI_MANIFEST, DOCKER_MANIFEST, DOCKER_LIST)
 MAX_MANIFEST = 4 << 20
+MAX_PAGES = 10
+_NEXT = re.compile(r'<([^>]+)>\s*;\s*rel="?next"?')
 PUSH_REMEDY = (
     "grant the identity push rights on the repository: on Azure Container Registry the AcrPush role "
     "for the service connection's identity (AcrPull only reads); elsewhere a docker login that may push"
@@ -163,10 +166,9 @@ class Repository:
         is not there, Error when the registry answers a digest with other content."""
         found = self.get_manifest(reference)
         if found is None:
+            separator = "@" if reference.startswith("sha256:") else ":"
             raise InputError(
-                f"image {self.reference.name}:{reference} is not in its registry".replace(
-                    ":sha256:", "@sha256:"
-                ),
+                f"image {self.reference.name}{separator}{reference} is not in its registry",
                 "attest the image after it is pushed, and check its name, tag or digest",
             )
         if found[1].media_type not in MANIFEST_TYPES:
@@ -245,7 +247,16 @@ class Repository:
             if response.status in (401, 403):
                 self._expect(response, (200,), "the referrers of " + digest)
             return None
-        return manifests_of(response.body, f"the referrers of {digest}")
+        found = manifests_of(response.body, f"the referrers of {digest}")
+        for _ in range(MAX_PAGES):  # the spec lets a registry paginate with `Link: <…>; rel="next"`
+            following = _NEXT.search(response.headers.get("Link", ""))
+            if not following:
+                break
+            url = urljoin(self.base + "/", following.group(1))
+            response = self._call("GET", url, {"Accept": OCI_INDEX}, absolute=True)
+            self._expect(response, (200,), f"the referrers of {digest}")
+            found += manifests_of(response.body, f"the referrers of {digest}")
+        return found
 
     def _call(
         self,
