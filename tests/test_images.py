@@ -149,3 +149,30 @@ def test_docker_logins_are_read_as_the_docker_cli_reads_them(tmp_path: Path) -> 
     (tmp_path / "config.json").write_text("{not json")
     with pytest.raises(InputError, match="cannot read the docker config"):
         docker_login("myacr.azurecr.io", env)
+
+
+def test_in_a_pipeline_without_a_connection_acr_is_asked_anonymously(tmp_path: Path) -> None:
+    """Never the agent machine's Azure identity: no Entra token is requested, the realm gets a plain GET."""
+    from slsa_provenance.oci import Response
+    from slsa_provenance.registry_auth import Challenge, RegistryCredentials
+
+    sent: list[tuple[str, str, dict[str, str]]] = []
+
+    def send(method: str, url: str, headers: dict[str, str], *rest: object) -> Response:
+        sent.append((method, url, headers))
+        return Response(method, 200, {}, b'{"token": "anonymous-token"}')
+
+    challenge = Challenge.parse(
+        'Bearer realm="https://contoso.azurecr.io/oauth2/token",service="contoso.azurecr.io"'
+    )
+    assert challenge is not None
+    credentials = RegistryCredentials("contoso.azurecr.io", {"TF_BUILD": "True", "HOME": str(tmp_path)})
+    header = credentials.answer(challenge, "repository:web:pull", send)
+    assert header == {"Authorization": "Bearer anonymous-token"}
+    assert [(method, url) for method, url, _ in sent] == [
+        (
+            "GET",
+            "https://contoso.azurecr.io/oauth2/token?service=contoso.azurecr.io&scope=repository%3Aweb%3Apull",
+        )
+    ]
+    assert "Authorization" not in sent[0][2]

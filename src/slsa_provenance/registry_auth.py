@@ -5,13 +5,14 @@
 
 Which credentials answer a `Bearer` challenge, in order:
 1. a docker login for the registry's host (`$DOCKER_CONFIG/config.json`, else `~/.docker/config.json`:
-   `credHelpers`, `credsStore`, then `auths`, as the docker CLI reads them). An identity token is
-   traded at the realm with the OAuth2 refresh grant, a user name and password with a GET of the
+   `credHelpers`, then `auths`, then `credsStore`, as the docker CLI reads them). An identity token
+   is traded at the realm with the OAuth2 refresh grant, a user name and password with a GET of the
    realm (the distribution token protocol);
-2. Azure Container Registry through the task's service connection (or, outside a pipeline,
-   DefaultAzureCredential), when the realm is ACR's `/oauth2/token` and a connection is set or the host is
-   `*.azurecr.io`: an Entra token for `https://containerregistry.azure.net/.default`, traded at the realm's
-   origin `/oauth2/exchange` for a refresh token, then at the realm for the challenge's scope;
+2. Azure Container Registry through the task's service connection, when the realm is ACR's
+   `/oauth2/token` and a connection is set (outside a pipeline also DefaultAzureCredential for an
+   `*.azurecr.io` host; inside one the agent machine's identity is never used): an Entra token for
+   `https://containerregistry.azure.net/.default`, traded at the realm's origin `/oauth2/exchange`
+   for a refresh token, then at the realm for the challenge's scope;
 3. anonymous: a GET of the realm without credentials.
 The URLs come from the challenge, never guessed, and must be HTTPS. Every token is masked.
 """
@@ -121,9 +122,12 @@ class RegistryCredentials:
         return _token(document.get("token") or document.get("access_token"), self.host)
 
     def _acr(self, realm: str) -> bool:
+        """ACR's exchange: with the task's service connection, or outside a pipeline (where the
+        machine's own Azure identity is the user's) for an `*.azurecr.io` host."""
         connection = self.env.get("INPUT_AZURESUBSCRIPTION", "").strip()
+        in_pipeline = self.env.get("TF_BUILD", "").lower() == "true"
         return urlsplit(realm).path == "/oauth2/token" and (
-            bool(connection) or self.host.endswith(ACR_DOMAINS)
+            bool(connection) or (self.host.endswith(ACR_DOMAINS) and not in_pipeline)
         )
 
     def _exchange(self, realm: str, service: str, send: Send) -> str:
