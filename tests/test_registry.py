@@ -730,3 +730,24 @@ def test_a_busy_or_flaky_registry_is_retried_and_a_dead_one_named(  # type: igno
     code, _, err = generate(acr, key_files["ecdsa-p256"][0], tmp_path / "again", "--image", image)
     assert code == 1
     assert f"registry {proxy.host} answered 503 for the manifest {digest} of {proxy.host}/{repo}" in err
+
+
+def test_the_image_demo_runs(
+    registry: DockerRegistry,
+) -> None:  # registry: skips where docker-registry is absent
+    """`make demo-image`, so that a change to the gate cannot leave it broken unnoticed."""
+    import subprocess
+    import sys
+
+    path = f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"
+    run = subprocess.run(
+        ["bash", str(REPO / "demo" / "image.sh")],
+        env={"PATH": path, "HOME": os.environ.get("HOME", "/nonexistent")},
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert run.returncode == 0, run.stdout + run.stderr
+    assert "Done: an image attested" in run.stdout
+    assert run.stdout.count("PASSED: ") == 1 and "no attestation found" in run.stdout
