@@ -370,7 +370,7 @@ def test_registry_round_trips_are_counted(  # type: ignore[no-untyped-def]
     _, _, (code, out, err) = attach_new_image(acr, registry, key_files["ecdsa-p256"][0], tmp_path)
     assert code == 0, err
     resolving, attaching = registry_requests(out)
-    # resolve: HEAD, its 401 answered by the exchange and the token request, HEAD again; attach without a
+    # resolve: GET, its 401 answered by the exchange and the token request, GET again; attach without a
     # referrers API: empty blob HEAD/POST/PUT, bundle POST/PUT, manifest PUT, referrers GET, tag GET/PUT/GET
     assert (resolving, attaching) == (4, 10), out
 
@@ -475,7 +475,7 @@ def test_a_registry_with_the_referrers_api_gets_no_tag_index(  # type: ignore[no
         from slsa_provenance.images import parse_reference
 
         report = verify_image(registries, parse_reference(image), [key], Expectations())
-        # HEAD, 401 answered by exchange + token, HEAD, the referrers GET and its two next pages (one of
+        # GET, 401 answered by exchange + token, GET, the referrers GET and its two next pages (one of
         # the three entries a page; the first is of another artifactType), referrer manifest GET, bundle GET
         assert registries.requests == 9
         assert report.passed
@@ -724,7 +724,7 @@ def test_a_busy_or_flaky_registry_is_retried_and_a_dead_one_named(  # type: igno
     code, out, err = generate(acr, key_files["ecdsa-p256"][0], tmp_path / "out", "--image", image, "--attach")
     assert code == 0, err
     assert proxy.faults == []  # both were hit, and retried
-    assert registry_requests(out)[0] == 5  # the HEAD answered 503 was sent again
+    assert registry_requests(out)[0] == 5  # the GET answered 503 was sent again
 
     proxy.inject(r"/manifests/", Fault("status", response=(503, {"Retry-After": "0"}, b"busy")), times=10)
     code, _, err = generate(acr, key_files["ecdsa-p256"][0], tmp_path / "again", "--image", image)
