@@ -9,9 +9,11 @@ import json
 import os
 import re
 import shutil
+import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
@@ -751,3 +753,36 @@ def test_the_image_demo_runs(
     assert run.returncode == 0, run.stdout + run.stderr
     assert "Done: an image attested" in run.stdout
     assert run.stdout.count("PASSED: ") == 1 and "no attestation found" in run.stdout
+
+
+def test_a_redirect_to_plain_http_is_refused(  # type: ignore[no-untyped-def]
+    acr: AzureStack, registry: DockerRegistry, proxy: ReferrersProxy, key_files
+) -> None:
+    """Red team: a registry's redirect to http:// was followed and the answer used (anyone on the path
+    could have written it). Now the request fails, and nothing of that answer is read."""
+    index = json.dumps({"schemaVersion": 2, "mediaType": OCI_INDEX, "manifests": []}).encode()
+
+    class Plain(BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            self.send_response(200)
+            self.send_header("Content-Type", OCI_INDEX)
+            self.send_header("Content-Length", str(len(index)))
+            self.end_headers()
+            self.wfile.write(index)
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Plain)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    plain = f"http://127.0.0.1:{server.server_address[1]}"
+    override(proxy, "/referrers/", lambda request: (307, {"Location": plain + request.path}, b""))
+    repo = repository()
+    digest = registry.push_image(repo)
+    try:
+        code, out, err = verify(acr, key_files["ecdsa-p256"][1], f"{proxy.host}/{repo}@{digest}")
+    finally:
+        server.shutdown()
+        server.server_close()
+    assert code == 1, out
+    assert f"redirected to the plain-HTTP URL {plain}/v2/{repo}/referrers/{digest}" in err, err

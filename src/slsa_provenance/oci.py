@@ -103,6 +103,12 @@ class Registries:
                 connection_timeout=options["connection_timeout"],
                 read_timeout=options["read_timeout"],
             )
+            if not request.url.startswith("https://"):  # redirected: anyone on the path could answer
+                response.close()
+                raise Error(
+                    f"{url.split('?')[0]} redirected to the plain-HTTP URL {request.url.split('?')[0]}",
+                    "registries are reached over HTTPS only: correct the registry's redirects",
+                )
             data = bytearray()
             for chunk in response.iter_bytes() if method != "HEAD" else ():
                 data += chunk
