@@ -176,6 +176,18 @@ def test_no_summary_when_any_check_fails(tmp_path: Path, key_files, failure: str
     assert result.stderr == ""
 
 
+def test_a_failed_check_leaves_no_earlier_summary_behind(tmp_path: Path, key_files) -> None:  # type: ignore[no-untyped-def]
+    drop, provenance = signed_drop(tmp_path, key_files["ecdsa-p256"][0])
+    output = tmp_path / "vsa.intoto.jsonl"
+    arguments = ["verify", "--provenance", provenance, "--key", key_files["ecdsa-p256"][1]]
+    arguments += ["--artifact", drop, "--vsa", output, "--vsa-signer", f"file:{key_files['ed25519'][0]}"]
+    assert run_cli(*arguments).returncode == 0 and output.is_file()
+    (drop / "bin" / "app").write_bytes(b"app2")
+    result = run_cli(*arguments)
+    assert result.returncode == 1 and "FAILED: bin/app" in result.stdout
+    assert not output.exists(), "the passing run's summary would stand for the failed one"
+
+
 def test_a_summary_needs_a_usable_signer_before_anything_is_verified(tmp_path: Path, key_files) -> None:  # type: ignore[no-untyped-def]
     drop, provenance = signed_drop(tmp_path, key_files["ecdsa-p256"][0])
     base = ["verify", "--provenance", provenance, "--key", key_files["ecdsa-p256"][1], "--artifact", drop]

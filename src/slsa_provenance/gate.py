@@ -125,14 +125,30 @@ def verify_gate(options: GateOptions) -> GateResult:
 
 
 def _vsa_signer(options: GateOptions) -> Signer | None:
-    """The VSA's signer, loaded before anything is verified (a bad key fails at once)."""
+    """The VSA's signer, loaded before anything is verified (a bad key fails at once). A summary
+    left at the path by an earlier run is removed first: a later step must never take it for this
+    run's verdict."""
     if options.vsa is None:
         return None
     if not options.vsa_signer.strip() or options.vsa_signer.strip() == UNSIGNED:
         raise InputError(
             "a verification summary needs a signer", "pass --vsa-signer file:KEY.pem or a Key Vault key"
         )
-    return from_uri(options.vsa_signer, options.environment)
+    signer = from_uri(options.vsa_signer, options.environment)
+    _remove_earlier_summary(options.vsa)
+    return signer
+
+
+def _remove_earlier_summary(path: Path) -> None:
+    if path.is_dir() and not path.is_symlink():
+        raise InputError(f"--vsa {path} is a folder", "name the file the summary is written to")
+    try:
+        path.unlink(missing_ok=True)
+    except OSError as error:
+        raise InputError(
+            f"cannot remove the earlier summary at {path}: {error.strerror}",
+            "make the file writable or choose another --vsa path",
+        ) from error
 
 
 def _summary(
