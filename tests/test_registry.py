@@ -540,7 +540,7 @@ def test_bad_image_references_fail_with_one_sentence(  # type: ignore[no-untyped
             f"image {registry.host}/team/absent:v1 is not in its registry",
         ),
         (["--image", f"{registry.host}/team/app:v1"], 2, "with images alone there is no drop"),
-        (["--drop", str(REPO / "docs"), "--attach"], 2, "attaching was asked for, but no image is given"),
+        (["--drop", str(REPO / "docs"), "--attach"], 2, "attaching to images was asked for"),
         ([], 2, "no drop folder given"),
     ]
     for args, status, message in cases:

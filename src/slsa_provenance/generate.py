@@ -161,7 +161,10 @@ def generate(options: GenerateOptions, on_progress: ProgressCallback | None = No
 def _output_dir(options: GenerateOptions, images: list[ImageReference]) -> Path:
     """Where the provenance goes; refuses, before any work, what cannot be done."""
     if options.attach_format and not images:
-        raise InputError("attaching was asked for, but no image is given", "pass --image, or drop --attach")
+        raise InputError(
+            "attaching to images was asked for (--attach, attachToImages), but no image is given",
+            "name them (--image, --docker-output, or the inputs images and dockerOutput), or do not attach",
+        )
     if options.attach_format and options.signer_uri.strip() == UNSIGNED:
         raise InputError("unsigned provenance cannot be attached to images", "sign it with a key")
     if options.output_dir:
