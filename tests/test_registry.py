@@ -308,6 +308,7 @@ def test_a_pull_only_identity_cannot_attach_and_is_told_to_get_acrpush(  # type:
     assert f"refused to let these credentials push to {registry.host}/{repo}" in err
     assert "AcrPush role" in err
     assert registry.get(repo, f"manifests/sha256-{digest[7:]}", OCI_INDEX).status_code == 404
+    assert not (tmp_path / "out").exists(), "a failed push must leave no provenance behind"
     exchange = registry.tokens.exchanges[-1]
     assert (
         exchange["tenant"]

@@ -11,45 +11,60 @@ from __future__ import annotations
 
 import os
 import tempfile
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 
 from slsa_provenance.errors import Error, InputError
 
 
 def write_files(
-    contents: Mapping[Path, bytes | Sequence[bytes]], private: frozenset[Path] = frozenset()
+    contents: Mapping[Path, bytes | Sequence[bytes]],
+    private: frozenset[Path] = frozenset(),
+    before_rename: Callable[[], None] | None = None,
 ) -> None:
     """Write every file or none (each given whole or as parts); `private` ones get mode 0600,
-    the others 0644.
+    the others 0644. `before_rename` runs once every file is on disk, before any is renamed into
+    place: if it raises, nothing is written (so a step that fails there has left no outputs).
 
-    Raises Error naming the path and the system's reason.
+    Raises Error naming the path and the system's reason, or what `before_rename` raises.
     """
     created: list[Path] = []
     staged: list[tuple[str, Path]] = []
     try:
-        for target, data in contents.items():
-            _make_parents(target.parent, created)
-            handle, temporary = tempfile.mkstemp(prefix=f".{target.name}.", dir=target.parent)
-            staged.append((temporary, target))
-            with os.fdopen(handle, "wb") as stream:
-                for part in [data] if isinstance(data, bytes) else data:
-                    stream.write(part)
-                stream.flush()
-                os.fsync(stream.fileno())
-            os.chmod(temporary, 0o600 if target in private else 0o644)
-        for temporary, target in staged:
-            os.replace(temporary, target)
-    except OSError as exc:
+        try:
+            for target, data in contents.items():
+                _make_parents(target.parent, created)
+                handle, temporary = tempfile.mkstemp(prefix=f".{target.name}.", dir=target.parent)
+                staged.append((temporary, target))
+                with os.fdopen(handle, "wb") as stream:
+                    for part in [data] if isinstance(data, bytes) else data:
+                        stream.write(part)
+                    stream.flush()
+                    os.fsync(stream.fileno())
+                os.chmod(temporary, 0o600 if target in private else 0o644)
+        except OSError as exc:
+            raise _cannot_write(exc, contents) from exc
+        if before_rename is not None:
+            before_rename()
+        try:
+            for temporary, target in staged:
+                os.replace(temporary, target)
+        except OSError as exc:
+            raise _cannot_write(exc, contents) from exc
+    except BaseException:
         for temporary, _ in staged:
             Path(temporary).unlink(missing_ok=True)
         for folder in reversed(created):
             folder.rmdir()
-        where = exc.filename or next(iter(contents))
-        raise Error(
-            f"cannot write {where}: {exc.strerror}",
-            "choose an output folder the agent can write to, with free space",
-        ) from exc
+        raise
+
+
+def _cannot_write(exc: OSError, contents: Mapping[Path, object]) -> Error:
+    where = exc.filename or next(iter(contents))
+    return Error(
+        f"cannot write {where}: {exc.strerror}",
+        "choose an output folder the agent can write to, with free space",
+    )
 
 
 def _make_parents(folder: Path, created: list[Path]) -> None:

@@ -130,19 +130,22 @@ def generate(options: GenerateOptions, on_progress: ProgressCallback | None = No
         bundle_path = output_dir / BUNDLE_NAME if envelope.signatures else None
         if bundle_path:
             written[bundle_path] = (*bundle_parts(envelope_json, keyid), b"\n")
-        write_files(written)
-        attached = (
-            attach(
-                registries,
-                images,
-                b"".join(written[bundle_path]),
-                envelope_json,
-                options.attach_format,
-                _created(context),
-            )
-            if options.attach_format and bundle_path
-            else []
-        )
+        attached: list[Attached] = []
+
+        def attach_to_images() -> None:  # files staged, not yet in place: a failed push leaves none
+            if options.attach_format and bundle_path:
+                attached.extend(
+                    attach(
+                        registries,
+                        images,
+                        b"".join(written[bundle_path]),
+                        envelope_json,
+                        options.attach_format,
+                        _created(context),
+                    )
+                )
+
+        write_files(written, before_rename=attach_to_images)
     return GenerateResult(
         context=context,
         subjects=subjects,
