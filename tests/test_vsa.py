@@ -186,6 +186,11 @@ def test_a_failed_check_leaves_no_earlier_summary_behind(tmp_path: Path, key_fil
     result = run_cli(*arguments)
     assert result.returncode == 1 and "FAILED: bin/app" in result.stdout
     assert not output.exists(), "the passing run's summary would stand for the failed one"
+    assert run_cli(*arguments).returncode == 1 and not output.exists()
+    output.write_text("an earlier summary")
+    unusable_signer = [*arguments[:-1], f"file:{tmp_path / 'missing.pem'}"]
+    assert run_cli(*unusable_signer).returncode == 2
+    assert not output.exists(), "a run that fails on its input must not leave an earlier summary either"
 
 
 def test_a_summary_needs_a_usable_signer_before_anything_is_verified(tmp_path: Path, key_files) -> None:  # type: ignore[no-untyped-def]

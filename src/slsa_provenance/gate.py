@@ -89,6 +89,8 @@ class GateResult:
 def verify_gate(options: GateOptions) -> GateResult:
     """Raises InputError for an unusable policy, keys, provenance, artifacts or images, or a flag
     that would widen the policy; Error when Key Vault or a registry fails."""
+    if options.vsa is not None:
+        _remove_earlier_summary(options.vsa)
     provenance = options.provenance
     if (provenance is None) == (not options.images):
         raise InputError("verify needs either --provenance or --image", "pass one of them")
@@ -125,21 +127,19 @@ def verify_gate(options: GateOptions) -> GateResult:
 
 
 def _vsa_signer(options: GateOptions) -> Signer | None:
-    """The VSA's signer, loaded before anything is verified (a bad key fails at once). A summary
-    left at the path by an earlier run is removed first: a later step must never take it for this
-    run's verdict."""
+    """The VSA's signer, loaded before anything is verified (a bad key fails at once)."""
     if options.vsa is None:
         return None
     if not options.vsa_signer.strip() or options.vsa_signer.strip() == UNSIGNED:
         raise InputError(
             "a verification summary needs a signer", "pass --vsa-signer file:KEY.pem or a Key Vault key"
         )
-    signer = from_uri(options.vsa_signer, options.environment)
-    _remove_earlier_summary(options.vsa)
-    return signer
+    return from_uri(options.vsa_signer, options.environment)
 
 
 def _remove_earlier_summary(path: Path) -> None:
+    """Before anything else, so that no failure (bad input, a bad signer, a failed check) leaves
+    an earlier run's summary for a later step to take as this run's verdict."""
     if path.is_dir() and not path.is_symlink():
         raise InputError(f"--vsa {path} is a folder", "name the file the summary is written to")
     try:
