@@ -9,7 +9,7 @@ STAMP := $(VENV)/.installed
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-8s %s\n", $$1, $$2}'
 
-$(STAMP): pyproject.toml requirements.lock src/slsa_provenance/_sha256x16.c
+$(STAMP): pyproject.toml requirements.lock src/slsa_provenance/provenance/_sha256x16.c
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --disable-pip-version-check -r requirements.lock
 	$(BIN)/python -m pip install --quiet --disable-pip-version-check --no-deps --no-build-isolation -e .
@@ -49,11 +49,11 @@ UNDER_SANITIZERS := PYTHONPATH=$(SANITIZED) LD_PRELOAD="$$(cc -print-file-name=l
   ASAN_OPTIONS=detect_leaks=0 UBSAN_OPTIONS=halt_on_error=1:print_stacktrace=1 HYPOTHESIS_PROFILE=fuzz
 sanitize: $(STAMP)  ## the native hashing module built with ASan and UBSan, under its tests and 20,000 fuzzed inputs (not in CI)
 	rm -rf $(SANITIZED) && mkdir -p $(SANITIZED) && cp -r src/slsa_provenance $(SANITIZED)/
-	rm -f $(SANITIZED)/slsa_provenance/*.so
+	rm -f $(SANITIZED)/slsa_provenance/provenance/*.so
 	cc -O1 -g -fsanitize=address,undefined -fno-omit-frame-pointer -fPIC -shared \
 	  -I"$$($(BIN)/python -c 'import sysconfig; print(sysconfig.get_paths()["include"])')" \
-	  src/slsa_provenance/_sha256x16.c -o $(SANITIZED)/slsa_provenance/_sha256x16.abi3.so
-	$(UNDER_SANITIZERS) $(BIN)/python -c 'from slsa_provenance import hashing; assert "$(SANITIZED)" in hashing._NATIVE.__file__'
+	  src/slsa_provenance/provenance/_sha256x16.c -o $(SANITIZED)/slsa_provenance/provenance/_sha256x16.abi3.so
+	$(UNDER_SANITIZERS) $(BIN)/python -c 'from slsa_provenance.provenance import hashing; assert "$(SANITIZED)" in hashing._NATIVE.__file__'
 	$(UNDER_SANITIZERS) $(BIN)/pytest -q -p no:cacheprovider tests/test_hashing.py
 
 format: $(STAMP)  ## rewrite the code in the house format

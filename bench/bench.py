@@ -112,7 +112,7 @@ def sha256sum(folder: Path) -> Callable[[], tuple[float, int]]:
 
 def our_hashing(folder: Path) -> Callable[[], tuple[float, int]]:
     """The library's hashing alone in a fresh interpreter: listing, stat, SHA-256 (what openssl does)."""
-    code = "import sys; from pathlib import Path; from slsa_provenance.subjects import collect; collect(Path(sys.argv[1]))"
+    code = "import sys; from pathlib import Path; from slsa_provenance.provenance.subjects import collect; collect(Path(sys.argv[1]))"
     return lambda: run([sys.executable, "-c", code, str(folder)], env=ENV)
 
 

@@ -181,7 +181,7 @@ def stage_dependencies(task: Path) -> list[Package]:
         staged / "common" / "slsa_provenance",
         ignore=shutil.ignore_patterns("__pycache__", "*.so", "*.c"),
     )
-    compile_lanes(staged / "common" / "slsa_provenance")
+    compile_lanes(staged / "common" / "slsa_provenance" / "provenance")
     lib = task / "lib"
     lib.mkdir()
     for payload in ["common", *TARGETS["platforms"]]:
@@ -203,7 +203,7 @@ def compile_lanes(package: Path) -> None:
     built.parent.mkdir(parents=True, exist_ok=True)
     compiler = (sysconfig.get_config_var("CC") or "cc").split()
     include = sysconfig.get_paths()["include"]
-    source = ROOT / "src" / "slsa_provenance" / "_sha256x16.c"
+    source = ROOT / "src" / "slsa_provenance" / "provenance" / "_sha256x16.c"
     subprocess.run(
         [*compiler, "-O3", "-fPIC", "-shared", f"-I{include}", str(source), "-o", str(built)], check=True
     )

@@ -19,12 +19,12 @@ import pytest
 from cryptography.hazmat.primitives.asymmetric import ec
 
 from conftest import COMMIT, PIPELINE_ENV
-from slsa_provenance import dsse
-from slsa_provenance.artifacts import folder_artifacts
-from slsa_provenance.context import RunContext
-from slsa_provenance.provenance import Subject, build_statement, canonical_json
-from slsa_provenance.signers.local import LocalSigner
-from slsa_provenance.verify import Artifact, Builder, Expectations, check_artifacts, run_checks
+from slsa_provenance.gate.artifacts import folder_artifacts
+from slsa_provenance.gate.checks import Artifact, Builder, Expectations, check_artifacts, run_checks
+from slsa_provenance.provenance.context import RunContext
+from slsa_provenance.provenance.statement import Subject, build_statement, canonical_json
+from slsa_provenance.signing import dsse
+from slsa_provenance.signing.local import LocalSigner
 
 APP = b"app v1\n"
 APP_SHA = hashlib.sha256(APP).hexdigest()
@@ -497,7 +497,7 @@ def test_folder_attacks(tmp_path: Path, attack: str) -> None:
 def test_hole_artifacts_given_with_images_are_refused_not_ignored(tmp_path: Path) -> None:
     """--image with --artifact verified the image alone and never looked at the files (exit 0)."""
     from slsa_provenance.errors import InputError
-    from slsa_provenance.gate import GateOptions, verify_gate
+    from slsa_provenance.gate.flow import GateOptions, verify_gate
 
     image = "127.0.0.1:9/app@sha256:" + "a" * 64
     for extra in ({"artifacts": [tmp_path]}, {"digests": ["sha256:" + "b" * 64]}):
@@ -507,7 +507,7 @@ def test_hole_artifacts_given_with_images_are_refused_not_ignored(tmp_path: Path
 
 
 def _bundle_of(envelope_bytes: bytes, signer: LocalSigner) -> bytes:
-    from slsa_provenance.bundle import bundle_parts
+    from slsa_provenance.signing.bundle import bundle_parts
 
     return b"".join(bundle_parts(envelope_bytes, signer.keyid))
 
@@ -540,7 +540,7 @@ SHIPPED_ATTACKS: dict[str, tuple[Callable[[bytes, bytes, LocalSigner], dict[str,
 def test_provenance_shipped_in_the_folder(
     tmp_path: Path, signer: LocalSigner, key_files: dict[str, tuple[Path, Path]], attack: str
 ) -> None:
-    from slsa_provenance.gate import GateOptions, verify_gate
+    from slsa_provenance.gate.flow import GateOptions, verify_gate
 
     ship, passes = SHIPPED_ATTACKS[attack]
     folder = tmp_path / "drop"

@@ -10,10 +10,10 @@ import pytest
 
 from conftest import AzureStack, build_body, run_body, shared_ref
 from fakes import Fault, json_response
-from slsa_provenance.azdo import confirm
-from slsa_provenance.context import CheckedOutRepository, ProducingRun, RunContext
+from slsa_provenance.azure.devops import confirm
 from slsa_provenance.errors import Error
-from slsa_provenance.provenance import Subject, build_statement
+from slsa_provenance.provenance.context import CheckedOutRepository, ProducingRun, RunContext
+from slsa_provenance.provenance.statement import Subject, build_statement
 
 pytestmark = pytest.mark.integration
 

@@ -3,8 +3,8 @@ from __future__ import annotations
 import pytest
 
 from conftest import COMMIT, PIPELINE_ENV
-from slsa_provenance.context import RunContext
 from slsa_provenance.errors import InputError
+from slsa_provenance.provenance.context import RunContext
 
 
 def test_reads_the_agent_variables() -> None:

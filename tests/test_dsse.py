@@ -7,10 +7,10 @@ from pathlib import Path
 import pytest
 
 from conftest import shared_ref
-from slsa_provenance import dsse
 from slsa_provenance.errors import InputError, VerificationError
-from slsa_provenance.keys import load_public_key
-from slsa_provenance.signers.local import LocalSigner
+from slsa_provenance.signing import dsse
+from slsa_provenance.signing.keys import load_public_key
+from slsa_provenance.signing.local import LocalSigner
 
 KEY_TYPES = ["ecdsa-p256", "ecdsa-p384", "ecdsa-p521", "rsa-2048", "ed25519"]
 

@@ -131,7 +131,7 @@ def test_dependencies_cover_every_shipped_target(extension: Path) -> None:
         assert any(f.startswith("cryptography-") for f in folders)
         assert all(any(name.startswith(f"{f}/") for name in files) for f in folders), target
     common = payload_manifest(extension, "common")["files"]
-    assert "slsa_provenance/task.py" in common and "azure/identity/__init__.py" in common
+    assert "slsa_provenance/step.py" in common and "azure/identity/__init__.py" in common
     assert "charset_normalizer/__init__.py" in common and "google/protobuf/__init__.py" in common
 
 
@@ -139,9 +139,9 @@ def test_the_hashing_module_ships_for_linux_x86_64_only_under_each_version_s_nam
     if sysconfig.get_platform() != "linux-x86_64":
         pytest.skip("make vsix builds the AVX-512 module only on a Linux x86-64 host")
     package = [
-        name.removeprefix("slsa_provenance/")
+        name.removeprefix("slsa_provenance/provenance/")
         for name in payload_manifest(extension, "common")["files"]
-        if name.startswith("slsa_provenance/")
+        if name.startswith("slsa_provenance/provenance/")
     ]
     versions = json.loads((REPO / "packaging" / "targets.json").read_text())["pythons"]
     expected = {f"_sha256x16.cpython-{v.replace('.', '')}-x86_64-linux-gnu.so" for v in versions}

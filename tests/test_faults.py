@@ -8,10 +8,10 @@ import pytest
 
 from conftest import AzureStack
 from fakes import Fault, HttpsServer, json_response
-from slsa_provenance.azdo import confirm
-from slsa_provenance.context import RunContext
+from slsa_provenance.azure.devops import confirm
 from slsa_provenance.errors import Error
-from slsa_provenance.signers import from_uri
+from slsa_provenance.provenance.context import RunContext
+from slsa_provenance.signing.signers import from_uri
 
 pytestmark = pytest.mark.integration
 FAULTS = {

@@ -14,11 +14,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from slsa_provenance import bundle, dsse
 from slsa_provenance.errors import InputError, VerificationError
-from slsa_provenance.sbom import load_sbom
-from slsa_provenance.signers.local import LocalSigner
-from slsa_provenance.verify import (
+from slsa_provenance.gate.checks import (
     BY_DIGEST,
     BY_NAME,
     BYPRODUCT,
@@ -27,6 +24,9 @@ from slsa_provenance.verify import (
     check_artifacts,
     verify_provenance,
 )
+from slsa_provenance.provenance.sbom import load_sbom
+from slsa_provenance.signing import bundle, dsse
+from slsa_provenance.signing.local import LocalSigner
 
 JSON: st.SearchStrategy[Any] = st.recursive(
     st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(max_size=20),

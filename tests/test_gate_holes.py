@@ -16,14 +16,16 @@ import pytest
 
 from conftest import COMMIT, OUTPUT, PIPELINE_ENV, AzureStack, run_cli, statement_of
 from conftest import generate_cli as generate
-from slsa_provenance import dsse, hashing, task, untrusted
-from slsa_provenance.artifacts import folder_artifacts
-from slsa_provenance.context import RunContext
+from slsa_provenance import step, untrusted
 from slsa_provenance.errors import InputError, VerificationError
-from slsa_provenance.provenance import Subject, build_statement, canonical_json
-from slsa_provenance.signers.local import LocalSigner
-from slsa_provenance.subjects import collect
-from slsa_provenance.verify import Expectations, verify_provenance
+from slsa_provenance.gate.artifacts import folder_artifacts
+from slsa_provenance.gate.checks import Expectations, verify_provenance
+from slsa_provenance.provenance import hashing
+from slsa_provenance.provenance.context import RunContext
+from slsa_provenance.provenance.statement import Subject, build_statement, canonical_json
+from slsa_provenance.provenance.subjects import collect
+from slsa_provenance.signing import dsse
+from slsa_provenance.signing.local import LocalSigner
 
 pytestmark = pytest.mark.integration
 
@@ -116,7 +118,7 @@ def test_the_step_fails_when_it_cannot_confirm(
     env = {**PIPELINE_ENV, "AGENT_TEMPDIRECTORY": str(tmp_path), **step_inputs(drop, key_files["ed25519"][0])}
     if tf_build is not None:
         env["TF_BUILD"] = tf_build
-    assert task.main(env) == 0
+    assert step.main(env) == 0
     out = capsys.readouterr().out
     complete = [line for line in out.splitlines() if line.startswith("##vso[task.complete")]
     assert complete == [
@@ -135,7 +137,7 @@ def test_the_step_confirms_even_when_tf_build_is_overwritten(
         "AGENT_TEMPDIRECTORY": str(tmp_path),
         **step_inputs(drop, key_files["ed25519"][0]),
     }
-    task.main(env)
+    step.main(env)
     assert "##vso[task.complete result=Succeeded]" in capsys.readouterr().out
     statement: Any = statement_of(drop / OUTPUT)
     assert statement["predicate"]["buildDefinition"]["internalParameters"]["azurePipelines"][

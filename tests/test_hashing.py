@@ -12,13 +12,13 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from slsa_provenance import hashing
 from slsa_provenance.errors import Error, InputError
-from slsa_provenance.hashing import Hashing
-from slsa_provenance.subjects import collect, select_files
+from slsa_provenance.provenance import hashing
+from slsa_provenance.provenance.hashing import Hashing
+from slsa_provenance.provenance.subjects import collect, select_files
 
 try:
-    from slsa_provenance import _sha256x16
+    from slsa_provenance.provenance import _sha256x16
 except ImportError:  # built without a C compiler: hashlib does all the work
     _sha256x16 = None  # type: ignore[assignment]
 

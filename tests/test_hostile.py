@@ -27,8 +27,8 @@ from conftest import (
     write_sbom,
 )
 from slsa_provenance.errors import Error, InputError
-from slsa_provenance.hashing import Hashing, sha256_file
-from slsa_provenance.subjects import select_files
+from slsa_provenance.provenance.hashing import Hashing, sha256_file
+from slsa_provenance.provenance.subjects import select_files
 
 pytestmark = pytest.mark.integration
 Setup = Callable[[Path, Path], list[str]]
@@ -110,8 +110,8 @@ def verify_args(provenance: Path, key: Path, *what: str) -> list[str]:
 
 def signed_payload(drop: Path, key: Path, body: bytes) -> Path:
     """An envelope around `body`, signed with the trusted key: only the Statement checks can refuse it."""
-    from slsa_provenance import dsse
-    from slsa_provenance.signers.local import LocalSigner
+    from slsa_provenance.signing import dsse
+    from slsa_provenance.signing.local import LocalSigner
 
     path = drop.parent / "crafted.jsonl"
     path.write_bytes(dsse.sign(body, dsse.PAYLOAD_TYPE, LocalSigner.from_file(str(key))).to_json())
@@ -130,7 +130,7 @@ def nested_statement(drop: Path, key: Path) -> list[str]:
 
 
 def duplicate_subjects(drop: Path, key: Path) -> list[str]:
-    from slsa_provenance import dsse
+    from slsa_provenance.signing import dsse
 
     statement = json.loads(dsse.Envelope.from_json(signed(drop, key).read_bytes()).payload)
     statement["subject"].append({"name": statement["subject"][0]["name"], "digest": {"sha256": "0" * 64}})

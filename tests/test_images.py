@@ -7,16 +7,16 @@ from pathlib import Path
 
 import pytest
 
-from slsa_provenance.attach import index_entry, merged_index, referrer_manifest
 from slsa_provenance.errors import Error, InputError
-from slsa_provenance.images import (
+from slsa_provenance.registry.attach import index_entry, merged_index, referrer_manifest
+from slsa_provenance.registry.client import OCI_INDEX, OCI_MANIFEST
+from slsa_provenance.registry.images import (
     Descriptor,
     ImageReference,
     image_references,
     parse_reference,
     references_in_docker_output,
 )
-from slsa_provenance.oci import OCI_INDEX, OCI_MANIFEST
 
 DIGEST = "sha256:" + "a" * 64
 OTHER = "sha256:" + "b" * 64
@@ -113,7 +113,7 @@ def test_the_tag_index_is_extended_never_rewritten() -> None:
 
 
 def test_token_services_must_use_https() -> None:
-    from slsa_provenance.registry_auth import Challenge, RegistryCredentials
+    from slsa_provenance.registry.auth import Challenge, RegistryCredentials
 
     def never(*args: object) -> object:
         raise AssertionError("no request may be sent to a plain-HTTP realm")
@@ -130,7 +130,7 @@ def test_token_services_must_use_https() -> None:
 def test_docker_logins_are_read_as_the_docker_cli_reads_them(tmp_path: Path) -> None:
     import base64
 
-    from slsa_provenance.registry_auth import Login, docker_login
+    from slsa_provenance.registry.auth import Login, docker_login
 
     config = {
         "auths": {
@@ -153,8 +153,8 @@ def test_docker_logins_are_read_as_the_docker_cli_reads_them(tmp_path: Path) -> 
 
 def test_in_a_pipeline_without_a_connection_acr_is_asked_anonymously(tmp_path: Path) -> None:
     """Never the agent machine's Azure identity: no Entra token is requested, the realm gets a plain GET."""
-    from slsa_provenance.oci import Response
-    from slsa_provenance.registry_auth import Challenge, RegistryCredentials
+    from slsa_provenance.registry.auth import Challenge, RegistryCredentials
+    from slsa_provenance.registry.reference import Response
 
     sent: list[tuple[str, str, dict[str, str]]] = []
 

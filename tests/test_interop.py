@@ -15,12 +15,12 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 from cryptography.hazmat.primitives.asymmetric.utils import decode_dss_signature
 
 from conftest import REPO, AzureStack
-from slsa_provenance import dsse
-from slsa_provenance.bundle import bundle_parts, envelope_json
 from slsa_provenance.errors import InputError, VerificationError
-from slsa_provenance.keys import PublicKey, public_key_pem
-from slsa_provenance.signers import Signer, from_uri
-from slsa_provenance.signers.local import LocalSigner
+from slsa_provenance.signing import dsse
+from slsa_provenance.signing.bundle import bundle_parts, envelope_json
+from slsa_provenance.signing.keys import PublicKey, public_key_pem
+from slsa_provenance.signing.local import LocalSigner
+from slsa_provenance.signing.signers import Signer, from_uri
 
 pytestmark = pytest.mark.integration
 PAYLOAD = (
@@ -145,7 +145,7 @@ def test_sigstore_js_refuses_raw_and_tampered(key_files, tmp_path: Path) -> None
 
 def test_our_verifier_reads_the_reference_bundle() -> None:
     from conftest import shared_ref
-    from slsa_provenance.keys import load_public_key
+    from slsa_provenance.signing.keys import load_public_key
 
     document = shared_ref(
         "slsa/examples/test-vectors/bundle-v0.3-publickey-p256.valid.sigstore.json"

@@ -12,11 +12,11 @@ from cryptography.hazmat.primitives.asymmetric.utils import decode_dss_signature
 
 from conftest import ACCESS_TOKEN, AzureStack
 from fakes import Fault, json_response
-from slsa_provenance import dsse
 from slsa_provenance.errors import Error, InputError
-from slsa_provenance.keys import verify_signature
-from slsa_provenance.signers import from_uri
-from slsa_provenance.signers.keyvault import KeyReference, KeyVaultSigner, raw_to_der
+from slsa_provenance.signing import dsse
+from slsa_provenance.signing.keys import verify_signature
+from slsa_provenance.signing.keyvault import KeyReference, KeyVaultSigner, raw_to_der
+from slsa_provenance.signing.signers import from_uri
 
 pytestmark = pytest.mark.integration
 

@@ -13,10 +13,10 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
-from slsa_provenance import vso
+from slsa_provenance.azure import vso
+from slsa_provenance.azure.network import AgentNetwork
+from slsa_provenance.azure.transport import client_options
 from slsa_provenance.errors import Error, InputError
-from slsa_provenance.network import AgentNetwork
-from slsa_provenance.transport import client_options
 
 
 def network(**env: str) -> AgentNetwork:
@@ -184,7 +184,7 @@ def test_the_agent_ca_and_client_certificate_reach_a_server_that_demands_them(
 
 
 def collection_client(server, env: dict[str, str]):  # type: ignore[no-untyped-def]
-    from slsa_provenance.azdo import AzureDevOps
+    from slsa_provenance.azure.devops import AzureDevOps
 
     return AzureDevOps(server.collection, "token", env)
 
@@ -192,6 +192,6 @@ def collection_client(server, env: dict[str, str]):  # type: ignore[no-untyped-d
 def test_the_module_example_runs() -> None:
     import doctest
 
-    from slsa_provenance import network as module
+    from slsa_provenance.azure import network as module
 
     assert doctest.testmod(module).failed == 0

@@ -11,8 +11,8 @@ import pytest
 from cryptography.hazmat.primitives import serialization
 
 from conftest import ACCESS_TOKEN, AzureStack, run_cli
-from slsa_provenance import task
-from slsa_provenance.hashing import Progress
+from slsa_provenance import step
+from slsa_provenance.provenance.hashing import Progress
 
 pytestmark = pytest.mark.integration
 OUTPUT = Path("_manifest/slsa_1.0/provenance.intoto.jsonl")
@@ -139,5 +139,5 @@ def test_a_gate_trusts_the_vault_key_and_reads_the_bundle(azure: AzureStack, dro
 def test_the_step_reports_hashing_progress_in_bytes(
     progress: Progress, value: str, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    task._report_progress(progress)
+    step._report_progress(progress)
     assert capsys.readouterr().out == f"##vso[task.setprogress value={value}]hashing the drop\n"

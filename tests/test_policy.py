@@ -10,14 +10,14 @@ from pathlib import Path
 import pytest
 
 from conftest import PIPELINE_ENV, REPO, run_cli
-from slsa_provenance import dsse
-from slsa_provenance.context import RunContext
 from slsa_provenance.errors import InputError
-from slsa_provenance.gate import GateOptions, verify_gate
-from slsa_provenance.policy import load_policy
-from slsa_provenance.provenance import ResourceDescriptor, Subject, build_statement, canonical_json
-from slsa_provenance.signers.local import LocalSigner
-from slsa_provenance.verify import Builder
+from slsa_provenance.gate.checks import Builder
+from slsa_provenance.gate.flow import GateOptions, verify_gate
+from slsa_provenance.gate.policy import load_policy
+from slsa_provenance.provenance.context import RunContext
+from slsa_provenance.provenance.statement import ResourceDescriptor, Subject, build_statement, canonical_json
+from slsa_provenance.signing import dsse
+from slsa_provenance.signing.local import LocalSigner
 
 APP = hashlib.sha256(b"app").hexdigest()
 BUILDER = "https://dev.azure.com/contoso/web/web/azure-pipelines.yml@refs/heads/main"

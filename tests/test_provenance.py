@@ -9,9 +9,10 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from conftest import COMMIT, PIPELINE_ENV, shared_ref
-from slsa_provenance.context import RunContext
 from slsa_provenance.errors import Error
-from slsa_provenance.provenance import (
+from slsa_provenance.provenance.context import RunContext
+from slsa_provenance.provenance.schema import validate_statement, validate_subjects
+from slsa_provenance.provenance.statement import (
     BUILD_TYPE,
     ResourceDescriptor,
     Subject,
@@ -19,7 +20,6 @@ from slsa_provenance.provenance import (
     canonical_json,
     canonical_statement,
 )
-from slsa_provenance.schema import validate_statement, validate_subjects
 
 SUBJECTS = [Subject("b/app.exe", "b" * 64, 10), Subject("a.zip", "a" * 64, 5)]
 

@@ -22,7 +22,7 @@ import pytest
 from conftest import REPO, AzureStack, run_cli
 from fakes import HttpsServer
 from proxy_names import DOMAIN
-from slsa_provenance import vso
+from slsa_provenance.azure import vso
 from test_extension import completion, run_step, step_env
 
 pytestmark = pytest.mark.integration
@@ -173,8 +173,8 @@ def test_a_credential_refused_by_the_proxy_raises_the_proxy_sentence(
     named: AzureStack, proxy: Proxy, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """azure-identity wraps whatever its HTTP calls raise; the step still reports the proxy's refusal."""
+    from slsa_provenance.azure.credentials import from_service_connection
     from slsa_provenance.errors import Error
-    from slsa_provenance.signers.credentials import from_service_connection
 
     env = {**named.env, **agent_proxy(proxy, password="wrong-" + secrets.token_hex(8))}
     monkeypatch.setenv("SYSTEM_OIDCREQUESTURI", "")  # so that the value the credential sets is undone
@@ -262,7 +262,7 @@ def test_a_registry_is_reached_through_the_proxy_too(
     named: AzureStack, proxy: Proxy, certificate_authority
 ) -> None:  # type: ignore[no-untyped-def]
     from fakes import json_response
-    from slsa_provenance.oci import Registries
+    from slsa_provenance.registry.client import Registries
 
     registry = HttpsServer(certificate_authority, hostname=f"registry.{DOMAIN}")
     registry.route("GET", r"/v2/", lambda request: json_response({}))

@@ -381,7 +381,7 @@ def test_registry_round_trips_are_counted(  # type: ignore[no-untyped-def]
 def test_the_step_attests_and_attaches_images_alone_then_verifies_them(  # type: ignore[no-untyped-def]
     acr: AzureStack, registry: DockerRegistry, key_files, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    from slsa_provenance import task
+    from slsa_provenance import step
 
     repo = repository()
     digest = registry.push_image(repo, "v2")
@@ -397,7 +397,7 @@ def test_the_step_attests_and_attaches_images_alone_then_verifies_them(  # type:
         "INPUT_ATTACHTOIMAGES": "true",
         "INPUT_ATTACHFORMAT": "both",
     }
-    assert task.main({**acr.env, **inputs, "AGENT_TEMPDIRECTORY": str(tmp_path)}) == 0
+    assert step.main({**acr.env, **inputs, "AGENT_TEMPDIRECTORY": str(tmp_path)}) == 0
     out = capsys.readouterr().out
     assert "##vso[task.complete result=Succeeded]" in out, out
     assert "holds no files: attesting the images alone" in out
@@ -411,13 +411,13 @@ def test_the_step_attests_and_attaches_images_alone_then_verifies_them(  # type:
         "INPUT_TRUSTEDKEYS": str(public),
         "INPUT_EXPECTEDREF": "refs/heads/main",
     }
-    assert task.main({**acr.env, **verify_inputs, "AGENT_TEMPDIRECTORY": str(tmp_path)}) == 0
+    assert step.main({**acr.env, **verify_inputs, "AGENT_TEMPDIRECTORY": str(tmp_path)}) == 0
     out = capsys.readouterr().out
     assert "##vso[task.complete result=Succeeded]all 1 images verified" in out, out
     assert f"PASSED: {registry.host}/{repo}@{digest} (referrer sha256:" in out
 
     verify_inputs["INPUT_EXPECTEDREF"] = "refs/tags/*"
-    task.main({**acr.env, **verify_inputs, "AGENT_TEMPDIRECTORY": str(tmp_path)})
+    step.main({**acr.env, **verify_inputs, "AGENT_TEMPDIRECTORY": str(tmp_path)})
     out = capsys.readouterr().out
     assert "##vso[task.complete result=Failed]1 of 1 images failed verification" in out
     assert "(7) ref: workflow.ref: got 'refs/heads/main', expected 'refs/tags/*'" in out
@@ -461,10 +461,10 @@ def test_a_registry_with_the_referrers_api_gets_no_tag_index(  # type: ignore[no
     proxy.page_size = 1
     proxy.referrers[(repo, digest)].insert(0, {**proxy.referrers[(repo, digest)][0], "artifactType": "other"})
 
-    from slsa_provenance.image_verify import verify_images
-    from slsa_provenance.keys import load_public_key
-    from slsa_provenance.oci import Registries
-    from slsa_provenance.verify import Expectations
+    from slsa_provenance.gate.checks import Expectations
+    from slsa_provenance.gate.images import verify_images
+    from slsa_provenance.registry.client import Registries
+    from slsa_provenance.signing.keys import load_public_key
 
     key = load_public_key(public.read_bytes(), "key")
     verify_images([image], [key], Expectations(source_ref="refs/heads/main"), acr.env)  # warm imports
@@ -474,8 +474,8 @@ def test_a_registry_with_the_referrers_api_gets_no_tag_index(  # type: ignore[no
     assert report.passed, report.lines()
     assert report.lines()[-1].startswith(f"PASSED: {proxy.host}/{repo}@{digest} (referrer ")
     with Registries(acr.env) as registries:
-        from slsa_provenance.image_verify import verify_image
-        from slsa_provenance.images import parse_reference
+        from slsa_provenance.gate.images import verify_image
+        from slsa_provenance.registry.reference import parse_reference
 
         report = verify_image(registries, parse_reference(image), [key], Expectations())
         # GET, 401 answered by exchange + token, GET, the referrers GET and its two next pages (one of
@@ -558,9 +558,10 @@ def test_bad_image_references_fail_with_one_sentence(  # type: ignore[no-untyped
 def test_a_policy_and_a_summary_apply_to_images(  # type: ignore[no-untyped-def]
     acr: AzureStack, registry: DockerRegistry, key_files, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    from slsa_provenance import dsse, task
-    from slsa_provenance.keys import load_public_key
-    from slsa_provenance.signers.local import LocalSigner
+    from slsa_provenance import step
+    from slsa_provenance.signing import dsse
+    from slsa_provenance.signing.keys import load_public_key
+    from slsa_provenance.signing.local import LocalSigner
     from test_interop import securesystemslib_verifies
 
     private, public = key_files["ecdsa-p256"]
@@ -595,7 +596,7 @@ def test_a_policy_and_a_summary_apply_to_images(  # type: ignore[no-untyped-def]
     assert attestation["name"].startswith(f"{registry.host}/{repo} referrer sha256:")
 
     vsa.unlink()
-    step = {
+    inputs = {
         "INPUT_COMMAND": "verify",
         "INPUT_VERIFYIMAGES": image,
         "INPUT_POLICYFILE": str(policy),
@@ -603,7 +604,7 @@ def test_a_policy_and_a_summary_apply_to_images(  # type: ignore[no-untyped-def]
         "INPUT_VSASIGNER": f"file:{key_files['ed25519'][0]}",
         "AGENT_TEMPDIRECTORY": str(tmp_path),
     }
-    task.main({**env, **step})
+    step.main({**env, **inputs})
     out = capsys.readouterr().out
     assert "##vso[task.complete result=Succeeded]all 1 images verified" in out, out
     assert f"##vso[task.setvariable variable=vsaPath]{vsa}" in out and vsa.is_file()

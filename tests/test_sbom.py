@@ -11,8 +11,8 @@ import pytest
 from conftest import OUTPUT, run_cli, shared_ref, statement_of
 from conftest import generate_cli as generate
 from slsa_provenance.errors import InputError
-from slsa_provenance.provenance import Subject
-from slsa_provenance.sbom import describe, find_sboms, load_sbom, mismatches
+from slsa_provenance.provenance.sbom import describe, find_sboms, load_sbom, mismatches
+from slsa_provenance.provenance.statement import Subject
 
 SAMPLE_EXE = "2dba00b048555bd12d5527d4b16d2ca110a129f5c719d8505f23dc9d87ef7640"
 

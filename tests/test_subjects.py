@@ -7,8 +7,8 @@ from pathlib import Path
 import pytest
 
 from slsa_provenance.errors import InputError
-from slsa_provenance.hashing import Progress
-from slsa_provenance.subjects import collect, glob_regex, select_files
+from slsa_provenance.provenance.hashing import Progress
+from slsa_provenance.provenance.subjects import collect, glob_regex, select_files
 
 
 def names(drop: Path, *patterns: str) -> list[str]:

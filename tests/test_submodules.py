@@ -10,8 +10,8 @@ import pytest
 
 from conftest import OUTPUT, PIPELINE_ENV, generate_cli, statement_of
 from slsa_provenance.errors import Error
-from slsa_provenance.provenance import ResourceDescriptor
-from slsa_provenance.submodules import submodules
+from slsa_provenance.provenance.statement import ResourceDescriptor
+from slsa_provenance.provenance.submodules import submodules
 
 pytestmark = pytest.mark.skipif(shutil.which("git") is None, reason="git is not installed")
 

@@ -10,12 +10,12 @@ from typing import Any
 import pytest
 
 from conftest import COMMIT, PIPELINE_ENV
-from slsa_provenance import dsse
-from slsa_provenance.context import RunContext
 from slsa_provenance.errors import VerificationError
-from slsa_provenance.provenance import Subject, build_statement, canonical_json
-from slsa_provenance.signers.local import LocalSigner
-from slsa_provenance.verify import Artifact, Expectations, check_artifacts, verify_provenance
+from slsa_provenance.gate.checks import Artifact, Expectations, check_artifacts, verify_provenance
+from slsa_provenance.provenance.context import RunContext
+from slsa_provenance.provenance.statement import Subject, build_statement, canonical_json
+from slsa_provenance.signing import dsse
+from slsa_provenance.signing.local import LocalSigner
 
 APP = hashlib.sha256(b"app").hexdigest()
 LIB = hashlib.sha256(b"lib").hexdigest()

@@ -14,13 +14,14 @@ from typing import Any
 import pytest
 
 from conftest import PIPELINE_ENV, AzureStack, run_cli
-from slsa_provenance import dsse, task
-from slsa_provenance.context import RunContext
-from slsa_provenance.gate import OPTIONS_POLICY, GateOptions, verify_gate
-from slsa_provenance.keys import load_public_key
-from slsa_provenance.provenance import Subject, build_statement, canonical_json
-from slsa_provenance.signers.local import LocalSigner
-from slsa_provenance.vsa import VERIFIER_ID, Summary, build_summary, validate_summary
+from slsa_provenance import step
+from slsa_provenance.gate.flow import OPTIONS_POLICY, GateOptions, verify_gate
+from slsa_provenance.gate.vsa import VERIFIER_ID, Summary, build_summary, validate_summary
+from slsa_provenance.provenance.context import RunContext
+from slsa_provenance.provenance.statement import Subject, build_statement, canonical_json
+from slsa_provenance.signing import dsse
+from slsa_provenance.signing.keys import load_public_key
+from slsa_provenance.signing.local import LocalSigner
 from test_interop import securesystemslib_verifies
 
 pytestmark = pytest.mark.integration
@@ -244,7 +245,7 @@ def test_the_step_signs_the_summary_with_key_vault(
         "INPUT_VSAFILE": str(output),
         "INPUT_VSASIGNER": f"https://127.0.0.1:{azure.vault.port}/keys/p256",
     }
-    task.main(env)
+    step.main(env)
     out = capsys.readouterr().out
     assert "##vso[task.complete result=Succeeded]" in out, out
     assert f"##vso[task.setvariable variable=vsaPath]{output}" in out

@@ -17,10 +17,11 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
-from slsa_provenance import __version__, vso
+from slsa_provenance import __version__
+from slsa_provenance.azure import vso
 from slsa_provenance.errors import Error, InputError
-from slsa_provenance.hashing import Progress
-from slsa_provenance.signers.local import KEY_TYPES
+from slsa_provenance.provenance.hashing import Progress
+from slsa_provenance.signing.local import KEY_TYPES
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -312,8 +313,8 @@ def _bytes(size: int) -> str:
 
 
 def _verify(args: argparse.Namespace) -> int:
-    from slsa_provenance.gate import GateOptions, verify_gate
-    from slsa_provenance.vsa import VERIFIER_ID
+    from slsa_provenance.gate.flow import GateOptions, verify_gate
+    from slsa_provenance.gate.vsa import VERIFIER_ID
 
     result = verify_gate(
         GateOptions(
@@ -344,13 +345,13 @@ def _verify(args: argparse.Namespace) -> int:
 
 
 def _task(args: argparse.Namespace) -> int:
-    from slsa_provenance.task import main as run_step
+    from slsa_provenance.step import main as run_step
 
     return run_step()
 
 
 def _keygen(args: argparse.Namespace) -> int:
-    from slsa_provenance.signers.local import write_key_pair
+    from slsa_provenance.signing.local import write_key_pair
 
     private_path, public_path = write_key_pair(args.out, args.type, force=args.force)
     print(f"private key: {private_path} (mode 0600; keep it secret)")

@@ -22,22 +22,28 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from slsa_provenance import dsse
-from slsa_provenance.attach import Attached, attach
-from slsa_provenance.bundle import bundle_parts
-from slsa_provenance.context import RunContext
 from slsa_provenance.errors import InputError
 from slsa_provenance.files import write_files
-from slsa_provenance.hashing import Hashing, ProgressCallback
-from slsa_provenance.images import Image, ImageReference, image_references, resolve
-from slsa_provenance.oci import Registries
-from slsa_provenance.provenance import ResourceDescriptor, Subject, build_statement, canonical_statement
-from slsa_provenance.sbom import MODES as SBOM_MODES
-from slsa_provenance.sbom import SBOM_REMEDY, Sbom, describe, find_sboms, mismatches
-from slsa_provenance.schema import validate_statement, validate_subjects
-from slsa_provenance.signers import UNSIGNED, from_uri
-from slsa_provenance.subjects import MANIFEST_DIR, start_hashing
-from slsa_provenance.submodules import submodules
+from slsa_provenance.provenance.context import RunContext
+from slsa_provenance.provenance.hashing import Hashing, ProgressCallback
+from slsa_provenance.provenance.sbom import MODES as SBOM_MODES
+from slsa_provenance.provenance.sbom import SBOM_REMEDY, Sbom, describe, find_sboms, mismatches
+from slsa_provenance.provenance.schema import validate_statement, validate_subjects
+from slsa_provenance.provenance.statement import (
+    ResourceDescriptor,
+    Subject,
+    build_statement,
+    canonical_statement,
+)
+from slsa_provenance.provenance.subjects import MANIFEST_DIR, start_hashing
+from slsa_provenance.provenance.submodules import submodules
+from slsa_provenance.registry.attach import Attached, attach
+from slsa_provenance.registry.client import Registries
+from slsa_provenance.registry.images import image_references, resolve
+from slsa_provenance.registry.reference import Image, ImageReference
+from slsa_provenance.signing import dsse
+from slsa_provenance.signing.bundle import bundle_parts
+from slsa_provenance.signing.signers import UNSIGNED, from_uri
 
 OUTPUT_FOLDER = f"{MANIFEST_DIR}/slsa_1.0"
 _STAND_IN = Subject("stand-in", "0" * 64)
@@ -251,7 +257,7 @@ def _context(options: GenerateOptions) -> RunContext:
             "allowPullRequest) to attest this one anyway",
         )
     if options.confirm_with_server and (context.in_pipeline or options.confirmation_required):
-        from slsa_provenance.azdo import confirm
+        from slsa_provenance.azure.devops import confirm
 
         return confirm(context, options.environment)
     if options.pipeline_file:

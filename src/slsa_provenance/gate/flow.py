@@ -21,19 +21,19 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from slsa_provenance import __version__
-from slsa_provenance.artifacts import artifact_digests, shipped_provenance
 from slsa_provenance.errors import InputError
 from slsa_provenance.files import read_limited
-from slsa_provenance.hashing import sha256_file
-from slsa_provenance.keys import PublicKey, fingerprint
-from slsa_provenance.policy import Policy, load_policy
-from slsa_provenance.provenance import canonical_json
-from slsa_provenance.signers import UNSIGNED, Signer, from_uri, trusted_key
-from slsa_provenance.verify import MAX_ENVELOPE, Expectations, Report, run_checks
-from slsa_provenance.vsa import VERIFIER_ID, Summary, build_summary, write_summary
+from slsa_provenance.gate.artifacts import artifact_digests, shipped_provenance
+from slsa_provenance.gate.checks import MAX_ENVELOPE, Expectations, Report, run_checks
+from slsa_provenance.gate.policy import Policy, load_policy
+from slsa_provenance.gate.vsa import VERIFIER_ID, Summary, build_summary, write_summary
+from slsa_provenance.provenance.hashing import sha256_file
+from slsa_provenance.provenance.statement import canonical_json
+from slsa_provenance.signing.keys import PublicKey, fingerprint
+from slsa_provenance.signing.signers import UNSIGNED, Signer, from_uri, trusted_key
 
 if TYPE_CHECKING:
-    from slsa_provenance.image_verify import ImageReport
+    from slsa_provenance.gate.images import ImageReport
 
 OPTIONS_POLICY = "urn:slsa-provenance:verify-options"
 """The VSA's policy.uri when no policy file was given: the options (digested) are the policy."""
@@ -103,7 +103,7 @@ def verify_gate(options: GateOptions) -> GateResult:
     expected = expectations(options, policy)
     signer = _vsa_signer(options)
     if provenance is None:
-        from slsa_provenance.image_verify import verify_images
+        from slsa_provenance.gate.images import verify_images
 
         keys = trusted_keys(options, policy)
         reports = verify_images(options.images, keys, expected, options.environment)

@@ -23,11 +23,11 @@ from dataclasses import dataclass
 from typing import Any
 
 from slsa_provenance import untrusted
-from slsa_provenance.bundle import MEDIA_TYPE as BUNDLE_MEDIA_TYPE
 from slsa_provenance.errors import Error, InputError
-from slsa_provenance.images import Descriptor, Image
-from slsa_provenance.oci import OCI_INDEX, OCI_MANIFEST, Registries, Repository, manifests_of
-from slsa_provenance.provenance import PREDICATE_TYPE
+from slsa_provenance.provenance.statement import PREDICATE_TYPE
+from slsa_provenance.registry.client import OCI_INDEX, OCI_MANIFEST, Registries, Repository, manifests_of
+from slsa_provenance.registry.reference import Descriptor, Image
+from slsa_provenance.signing.bundle import MEDIA_TYPE as BUNDLE_MEDIA_TYPE
 
 FORMATS = ("referrers", "cosign", "both")
 EMPTY_MEDIA_TYPE = "application/vnd.oci.empty.v1+json"

@@ -19,7 +19,7 @@ from cryptography.hazmat.primitives.asymmetric import ec, ed25519, padding, rsa
 
 from slsa_provenance.errors import InputError
 from slsa_provenance.files import write_files
-from slsa_provenance.keys import (
+from slsa_provenance.signing.keys import (
     SUPPORTED,
     PublicKey,
     check_supported,

@@ -31,7 +31,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import SplitResult, quote, unquote, urlsplit
 
-from slsa_provenance import vso
+from slsa_provenance.azure import vso
 from slsa_provenance.errors import Error, InputError
 
 VARIABLES = (

@@ -19,8 +19,8 @@ from pathlib import Path
 
 from slsa_provenance import globs
 from slsa_provenance.errors import InputError
-from slsa_provenance.hashing import Hashing, ProgressCallback
-from slsa_provenance.provenance import Subject
+from slsa_provenance.provenance.hashing import Hashing, ProgressCallback
+from slsa_provenance.provenance.statement import Subject
 
 MANIFEST_DIR = "_manifest"
 

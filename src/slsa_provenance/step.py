@@ -17,12 +17,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from slsa_provenance import vso
+from slsa_provenance.azure import vso
 from slsa_provenance.errors import Error, InputError
-from slsa_provenance.hashing import Progress
+from slsa_provenance.provenance.hashing import Progress
 
 if TYPE_CHECKING:
-    from slsa_provenance.image_verify import ImageReport
+    from slsa_provenance.gate.images import ImageReport
 
 
 @dataclass(frozen=True)
@@ -188,8 +188,8 @@ def _report_progress(progress: Progress) -> None:
 
 
 def _verify(inputs: Inputs) -> str:
-    from slsa_provenance.gate import GateOptions, verify_gate
-    from slsa_provenance.vsa import VERIFIER_ID
+    from slsa_provenance.gate.flow import GateOptions, verify_gate
+    from slsa_provenance.gate.vsa import VERIFIER_ID
 
     keys = inputs.lines("trustedKeys")
     policy = inputs.get("policyFile")

@@ -20,13 +20,13 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from slsa_provenance import untrusted
-from slsa_provenance.attach import DSSE_MEDIA_TYPE
-from slsa_provenance.bundle import MEDIA_TYPE as BUNDLE_MEDIA_TYPE
 from slsa_provenance.errors import Error, InputError
-from slsa_provenance.images import Descriptor, Image, ImageReference, parse_reference
-from slsa_provenance.keys import PublicKey
-from slsa_provenance.oci import OCI_INDEX, OCI_MANIFEST, Registries, Repository, manifests_of
-from slsa_provenance.verify import MAX_ENVELOPE, Artifact, Expectations, Report, run_checks
+from slsa_provenance.gate.checks import MAX_ENVELOPE, Artifact, Expectations, Report, run_checks
+from slsa_provenance.registry.attach import DSSE_MEDIA_TYPE
+from slsa_provenance.registry.client import OCI_INDEX, OCI_MANIFEST, Registries, Repository, manifests_of
+from slsa_provenance.registry.reference import Descriptor, Image, ImageReference, parse_reference
+from slsa_provenance.signing.bundle import MEDIA_TYPE as BUNDLE_MEDIA_TYPE
+from slsa_provenance.signing.keys import PublicKey
 
 BUNDLE_PREFIX = BUNDLE_MEDIA_TYPE.split(".v0")[0]  # application/vnd.dev.sigstore.bundle
 MAX_ATTESTATIONS = 50

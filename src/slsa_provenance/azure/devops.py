@@ -20,10 +20,10 @@ from dataclasses import replace
 from typing import Any
 from urllib.parse import quote, urlsplit, urlunsplit
 
-from slsa_provenance.context import CheckedOutRepository, ProducingRun, RunContext
+from slsa_provenance.azure.credentials import collection_url, system_access_token
+from slsa_provenance.azure.transport import client_options
 from slsa_provenance.errors import Error
-from slsa_provenance.signers.credentials import collection_url, system_access_token
-from slsa_provenance.transport import client_options
+from slsa_provenance.provenance.context import CheckedOutRepository, ProducingRun, RunContext
 
 API_VERSION = "7.1"
 _TIMESTAMP = re.compile(r"^[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2}(\.[0-9]+)?Z$")

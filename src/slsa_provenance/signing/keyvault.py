@@ -23,10 +23,10 @@ from urllib.parse import parse_qs
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.hazmat.primitives.asymmetric.utils import encode_dss_signature
 
+from slsa_provenance.azure.credentials import from_service_connection
+from slsa_provenance.azure.transport import client_options
 from slsa_provenance.errors import Error, InputError
-from slsa_provenance.keys import PublicKey, check_supported
-from slsa_provenance.signers.credentials import from_service_connection
-from slsa_provenance.transport import client_options
+from slsa_provenance.signing.keys import PublicKey, check_supported
 
 _NAME = r"[0-9A-Za-z-]{1,127}"
 _VERSION = r"[0-9A-Za-z]{1,64}"

@@ -18,7 +18,7 @@ from operator import attrgetter
 from typing import Any
 from urllib.parse import quote
 
-from slsa_provenance.context import RunContext
+from slsa_provenance.provenance.context import RunContext
 
 STATEMENT_TYPE = "https://in-toto.io/Statement/v1"
 PREDICATE_TYPE = "https://slsa.dev/provenance/v1"

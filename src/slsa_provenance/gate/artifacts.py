@@ -20,14 +20,14 @@ from collections.abc import Sequence
 from operator import attrgetter
 from pathlib import Path
 
-from slsa_provenance.bundle import envelope_json
-from slsa_provenance.dsse import Envelope
 from slsa_provenance.errors import InputError
 from slsa_provenance.files import read_limited
-from slsa_provenance.hashing import Hashing, sha256_file
-from slsa_provenance.sbom import SBOM_NAMES
-from slsa_provenance.subjects import MANIFEST_DIR
-from slsa_provenance.verify import BY_NAME, BYPRODUCT, MAX_ENVELOPE, Artifact
+from slsa_provenance.gate.checks import BY_NAME, BYPRODUCT, MAX_ENVELOPE, Artifact
+from slsa_provenance.provenance.hashing import Hashing, sha256_file
+from slsa_provenance.provenance.sbom import SBOM_NAMES
+from slsa_provenance.provenance.subjects import MANIFEST_DIR
+from slsa_provenance.signing.bundle import envelope_json
+from slsa_provenance.signing.dsse import Envelope
 
 _DIGEST = re.compile(r"^sha256:([0-9a-fA-F]{64})$")
 SHIPPED_PROVENANCE = (

@@ -27,14 +27,13 @@ import subprocess
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 from urllib.parse import urlencode, urlsplit
 
-from slsa_provenance import untrusted, vso
+from slsa_provenance import untrusted
+from slsa_provenance.azure import vso
 from slsa_provenance.errors import Error, InputError
-
-if TYPE_CHECKING:
-    from slsa_provenance.oci import Response
+from slsa_provenance.registry.reference import Response
 
 ACR_SCOPE = "https://containerregistry.azure.net/.default"
 ACR_DOMAINS = (".azurecr.io", ".azurecr.cn", ".azurecr.us")
@@ -132,7 +131,7 @@ class RegistryCredentials:
 
     def _exchange(self, realm: str, service: str, send: Send) -> str:
         """Entra token → ACR refresh token, at the realm's origin."""
-        from slsa_provenance.signers.credentials import from_service_connection, service_connection_tenant
+        from slsa_provenance.azure.credentials import from_service_connection, service_connection_tenant
 
         entra = from_service_connection(self.env).get_token(ACR_SCOPE).token
         vso.set_secret(entra)

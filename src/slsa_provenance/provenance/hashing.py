@@ -41,7 +41,7 @@ from types import ModuleType, TracebackType
 from typing import NamedTuple
 
 from slsa_provenance.errors import Error, InputError
-from slsa_provenance.provenance import Subject
+from slsa_provenance.provenance.statement import Subject
 
 _READ = 1 << 20
 _BIG = 8 << 20
@@ -363,7 +363,7 @@ def _native() -> ModuleType | None:
     """The AVX-512 module when it is here, runs on this CPU, and gives hashlib's digests for
     messages whose padding takes every path (one block, two blocks, an empty message)."""
     try:
-        from slsa_provenance import _sha256x16
+        from slsa_provenance.provenance import _sha256x16
     except ImportError:
         return None
     probes = [bytes(range(256)) * 5]

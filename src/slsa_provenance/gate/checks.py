@@ -22,10 +22,11 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from slsa_provenance import bundle, dsse, globs, untrusted
+from slsa_provenance import globs, untrusted
 from slsa_provenance.errors import InputError, VerificationError
-from slsa_provenance.keys import PublicKey
-from slsa_provenance.provenance import BUILD_TYPE, PREDICATE_TYPE, SPDX_MEDIA_TYPE, STATEMENT_TYPE
+from slsa_provenance.provenance.statement import BUILD_TYPE, PREDICATE_TYPE, SPDX_MEDIA_TYPE, STATEMENT_TYPE
+from slsa_provenance.signing import bundle, dsse
+from slsa_provenance.signing.keys import PublicKey
 
 
 @dataclass(frozen=True)

@@ -21,7 +21,7 @@ from typing import Any
 
 from slsa_provenance.errors import InputError
 from slsa_provenance.files import read_limited
-from slsa_provenance.verify import Builder
+from slsa_provenance.gate.checks import Builder
 
 MAX_POLICY = 1 << 20
 MAX_DEPTH = 64

@@ -15,7 +15,7 @@ from collections.abc import Mapping
 from typing import Protocol
 
 from slsa_provenance.errors import InputError
-from slsa_provenance.keys import PublicKey
+from slsa_provenance.signing.keys import PublicKey
 
 
 class Signer(Protocol):
@@ -42,11 +42,11 @@ def from_uri(uri: str, env: Mapping[str, str]) -> Signer:
     """
     uri = uri.strip()
     if uri.startswith("file:"):
-        from slsa_provenance.signers.local import LocalSigner
+        from slsa_provenance.signing.local import LocalSigner
 
         return LocalSigner.from_file(uri.removeprefix("file:"))
     if uri.startswith(("azurekms://", "https://")):
-        from slsa_provenance.signers.keyvault import KeyVaultSigner
+        from slsa_provenance.signing.keyvault import KeyVaultSigner
 
         return KeyVaultSigner.from_uri(uri, env)
     raise InputError(f"signer {uri!r} is not a signer URI", f"use one of: {URI_FORMS}, or none")
@@ -63,6 +63,6 @@ def trusted_key(spec: str, env: Mapping[str, str]) -> PublicKey:
     from pathlib import Path
 
     from slsa_provenance.files import read_limited
-    from slsa_provenance.keys import load_public_key
+    from slsa_provenance.signing.keys import load_public_key
 
     return load_public_key(read_limited(Path(spec), "key", 1 << 20), spec)

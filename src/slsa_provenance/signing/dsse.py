@@ -18,14 +18,12 @@ import binascii
 import json
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from slsa_provenance import untrusted
 from slsa_provenance.errors import Error, InputError, VerificationError
-from slsa_provenance.keys import PublicKey, verify_signature
-
-if TYPE_CHECKING:
-    from slsa_provenance.signers import Signer
+from slsa_provenance.signing.keys import PublicKey, verify_signature
+from slsa_provenance.signing.signers import Signer
 
 PAYLOAD_TYPE = "application/vnd.in-toto+json"
 

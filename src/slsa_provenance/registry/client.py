@@ -7,7 +7,7 @@
 
 HTTPS only. Every request goes through azure-core's pipeline (bounded retries honouring
 Retry-After, timeouts, redirects without the Authorization header, the agent's HTTP settings from
-transport.py). A 401 is answered once with credentials for the challenge (`registry_auth.py`) and
+transport.py). A 401 is answered once with credentials for the challenge (`auth.py`) and
 the request repeated; tokens are cached per scope, so a second request to the same repository
 costs no token round trip. `requests` counts every HTTP exchange: token calls, retries and
 redirects included.
@@ -23,10 +23,10 @@ from typing import Any
 from urllib.parse import urljoin, urlsplit
 
 from slsa_provenance import untrusted
+from slsa_provenance.azure.transport import client_options
 from slsa_provenance.errors import Error, InputError
-from slsa_provenance.images import Descriptor, ImageReference
-from slsa_provenance.registry_auth import Challenge, RegistryCredentials
-from slsa_provenance.transport import client_options
+from slsa_provenance.registry.auth import Challenge, RegistryCredentials
+from slsa_provenance.registry.reference import Descriptor, ImageReference, Response
 
 OCI_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
 OCI_INDEX = "application/vnd.oci.image.index.v1+json"
@@ -44,16 +44,6 @@ PULL_REMEDY = (
     "grant the identity read rights: on Azure Container Registry the AcrPull role for the service "
     "connection's identity; elsewhere a docker login (DOCKER_CONFIG) for this registry"
 )
-
-
-@dataclass
-class Response:
-    method: str
-    status: int
-    headers: Mapping[str, str]
-    body: bytes
-    url: str = ""
-    """Where the answer came from, after any redirect."""
 
 
 @dataclass

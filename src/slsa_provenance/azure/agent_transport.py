@@ -24,8 +24,8 @@ from requests.utils import DEFAULT_CA_BUNDLE_PATH
 from urllib3.util.retry import Retry
 from urllib3.util.ssl_ import create_urllib3_context
 
+from slsa_provenance.azure.network import AgentNetwork
 from slsa_provenance.errors import InputError
-from slsa_provenance.network import AgentNetwork
 
 _TUNNEL_REFUSED = re.compile(r"Tunnel connection failed: ([0-9]{3})")
 

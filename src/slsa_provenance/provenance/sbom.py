@@ -20,7 +20,7 @@ from typing import Any
 
 from slsa_provenance import untrusted
 from slsa_provenance.errors import InputError
-from slsa_provenance.provenance import SPDX_MEDIA_TYPE, ResourceDescriptor, Subject
+from slsa_provenance.provenance.statement import SPDX_MEDIA_TYPE, ResourceDescriptor, Subject
 
 SBOM_NAMES = ("_manifest/spdx_2.2/manifest.spdx.json", "_manifest/spdx_3.0/manifest.spdx.json")
 MODES = ("strict", "warn", "off")

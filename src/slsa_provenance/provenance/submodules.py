@@ -17,7 +17,7 @@ from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
 
 from slsa_provenance.errors import Error
-from slsa_provenance.provenance import ResourceDescriptor
+from slsa_provenance.provenance.statement import ResourceDescriptor
 
 
 def submodules(sources: Path, repository_url: str) -> list[ResourceDescriptor]:

@@ -19,9 +19,9 @@ from collections.abc import Mapping
 from typing import Any
 from urllib.parse import urlsplit
 
-from slsa_provenance import vso
+from slsa_provenance.azure import vso
+from slsa_provenance.azure.transport import client_options
 from slsa_provenance.errors import InputError
-from slsa_provenance.transport import client_options
 
 CONNECTION_INPUT = "INPUT_AZURESUBSCRIPTION"
 OIDC_VARIABLE = "SYSTEM_OIDCREQUESTURI"

@@ -15,8 +15,8 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
+from slsa_provenance.azure.network import AgentNetwork
 from slsa_provenance.errors import InputError
-from slsa_provenance.network import AgentNetwork
 
 DEFAULT_RETRIES = 4
 DEFAULT_TIMEOUT = 30.0
@@ -36,7 +36,7 @@ def client_options(env: Mapping[str, str]) -> dict[str, Any]:
     }
     network = AgentNetwork.from_environment(env)
     if network:
-        from slsa_provenance.agent_transport import AgentTransport
+        from slsa_provenance.azure.agent_transport import AgentTransport
 
         options["transport"] = AgentTransport(network, connection_timeout=timeout, read_timeout=timeout)
     return options

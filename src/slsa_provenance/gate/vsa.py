@@ -20,11 +20,11 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
-from slsa_provenance import dsse
 from slsa_provenance.errors import Error
 from slsa_provenance.files import write_files
-from slsa_provenance.provenance import STATEMENT_TYPE, canonical_json
-from slsa_provenance.signers import Signer
+from slsa_provenance.provenance.statement import STATEMENT_TYPE, canonical_json
+from slsa_provenance.signing import dsse
+from slsa_provenance.signing.signers import Signer
 
 PREDICATE_TYPE = "https://slsa.dev/verification_summary/v1"
 VERIFIER_ID = "https://marketplace.visualstudio.com/items?itemName=slsa-provenance.slsa-provenance"

@@ -1,0 +1,1 @@
+"""Deployment gates: the numbered checks, the policy, artifacts and images, the verification summary."""

@@ -1,0 +1,1 @@
+"""OCI registries: references, a distribution client, ACR and docker auth, attaching attestations."""

@@ -1,0 +1,107 @@
+"""The package's folders are its architecture (DESIGN §2): every import, lazy ones included, runs
+downward through the layers below, and no module reaches itself again through its imports."""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+PACKAGE = Path(__file__).resolve().parents[1] / "src" / "slsa_provenance"
+
+# Lowest first. A module may import its own layer's modules and any layer below, never one above.
+LAYERS = [
+    {"errors", "untrusted", "globs", "files"},
+    {"provenance"},
+    {"azure"},
+    {"signing"},
+    {"registry"},
+    {"gate"},
+    {"generate"},
+    {"step"},
+    {"cli", "__main__"},
+]
+
+
+def module_name(path: Path) -> str:
+    parts = path.relative_to(PACKAGE.parent).with_suffix("").parts
+    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+
+
+def imports_of(path: Path, *, lazy: bool = True) -> set[str]:
+    """What `path` imports from the package; `lazy=False` leaves out imports inside functions."""
+    tree = ast.parse(path.read_text(), str(path))
+    found: set[str] = set()
+    for node in ast.walk(tree) if lazy else tree.body:
+        if isinstance(node, ast.ImportFrom) and node.module and node.module.startswith("slsa_provenance"):
+            for alias in node.names:
+                candidate = f"{node.module}.{alias.name}"
+                found.add(
+                    candidate
+                    if (PACKAGE.parent / candidate.replace(".", "/")).exists()
+                    or (PACKAGE.parent / (candidate.replace(".", "/") + ".py")).exists()
+                    else node.module
+                )
+        elif isinstance(node, ast.Import):
+            found |= {a.name for a in node.names if a.name.startswith("slsa_provenance")}
+    return found - {"slsa_provenance"}
+
+
+def graph(*, lazy: bool = True) -> dict[str, set[str]]:
+    modules = {module_name(p): p for p in PACKAGE.rglob("*.py")}
+    return {name: {i for i in imports_of(path, lazy=lazy) if i in modules} for name, path in modules.items()}
+
+
+def layer_of(module: str) -> int:
+    top = module.split(".")[1] if "." in module else ""
+    return next(i for i, layer in enumerate(LAYERS) if top in layer)
+
+
+def test_every_module_belongs_to_a_layer() -> None:
+    unplaced = [
+        m for m in graph() if m != "slsa_provenance" and not any(m.split(".")[1] in layer for layer in LAYERS)
+    ]
+    assert unplaced == [], "add these to a layer of tests/test_layout.py (and to DESIGN's tree)"
+
+
+def test_imports_run_downward_only() -> None:
+    upward = sorted(
+        f"{module} imports {target}"
+        for module, targets in graph().items()
+        if module != "slsa_provenance"
+        for target in targets
+        if layer_of(target) > layer_of(module)
+    )
+    assert upward == []
+
+
+def test_no_import_circle() -> None:
+    edges = graph()
+    state: dict[str, int] = {}
+    circles: list[list[str]] = []
+
+    def visit(module: str, path: list[str]) -> None:
+        state[module] = 1
+        for target in sorted(edges[module]):
+            if state.get(target) == 1:
+                circles.append([*path[path.index(target) :], target])
+            elif target not in state:
+                visit(target, [*path, target])
+        state[module] = 2
+
+    for module in sorted(edges):
+        if module not in state:
+            visit(module, [module])
+    assert circles == []
+
+
+def test_floors_stay_few() -> None:
+    """The longest chain of imports made when a module loads (the flat package had 13)."""
+    edges = graph(lazy=False)
+    depth: dict[str, int] = {}
+
+    def floors(module: str) -> int:
+        if module not in depth:
+            depth[module] = 1 + max((floors(t) for t in edges[module]), default=0)
+        return depth[module]
+
+    assert max(floors(m) for m in edges) <= 9
