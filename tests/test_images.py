@@ -10,13 +10,8 @@ import pytest
 from slsa_provenance.errors import Error, InputError
 from slsa_provenance.registry.attach import index_entry, merged_index, referrer_manifest
 from slsa_provenance.registry.client import OCI_INDEX, OCI_MANIFEST
-from slsa_provenance.registry.images import (
-    Descriptor,
-    ImageReference,
-    image_references,
-    parse_reference,
-    references_in_docker_output,
-)
+from slsa_provenance.registry.images import image_references, references_in_docker_output
+from slsa_provenance.registry.reference import Descriptor, ImageReference, parse_reference
 
 DIGEST = "sha256:" + "a" * 64
 OTHER = "sha256:" + "b" * 64
