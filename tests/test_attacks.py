@@ -41,7 +41,7 @@ def signer(key_files: dict[str, tuple[Path, Path]]) -> LocalSigner:
 
 def statement(ref: str = "refs/heads/main", reason: str = "IndividualCI", **subjects: str) -> Statement:
     context = replace(
-        RunContext.from_environment(PIPELINE_ENV),
+        RunContext.from_variables(PIPELINE_ENV),
         source_branch=ref,
         reason=reason,
         pipeline_file="azure-pipelines.yml",
@@ -501,7 +501,7 @@ def test_hole_artifacts_given_with_images_are_refused_not_ignored(tmp_path: Path
 
     image = "127.0.0.1:9/app@sha256:" + "a" * 64
     for extra in ({"artifacts": [tmp_path]}, {"digests": ["sha256:" + "b" * 64]}):
-        options = GateOptions(images=[image], keys=["unused.pem"], environment={}, **extra)  # type: ignore[arg-type]
+        options = GateOptions(images=[image], keys=["unused.pem"], **extra)  # type: ignore[arg-type]
         with pytest.raises(InputError, match=r"^--artifact and --digest are checked against --provenance"):
             verify_gate(options)
 
@@ -554,7 +554,6 @@ def test_provenance_shipped_in_the_folder(
         provenance=tmp_path / "verified.intoto.jsonl",
         keys=[str(key_files["ecdsa-p256"][1])],
         artifacts=[folder],
-        environment={},
     )
     lines = verify_gate(options).lines()
     assert ("PASSED: bin/app" in lines) and all(line.startswith("PASSED") for line in lines) == passes, lines

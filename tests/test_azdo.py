@@ -10,7 +10,9 @@ import pytest
 
 from conftest import AzureStack, build_body, run_body, shared_ref
 from fakes import Fault, json_response
+from slsa_provenance.azure.agent import AgentRun, SystemConnection
 from slsa_provenance.azure.devops import confirm
+from slsa_provenance.azure.transport import HttpSettings
 from slsa_provenance.errors import Error
 from slsa_provenance.provenance.context import CheckedOutRepository, ProducingRun, RunContext
 from slsa_provenance.provenance.statement import Subject, build_statement
@@ -19,11 +21,16 @@ pytestmark = pytest.mark.integration
 
 
 def claimed() -> RunContext:
-    return RunContext.from_environment(os.environ)
+    return RunContext.from_variables(AgentRun.from_environment(os.environ).variables)
+
+
+def agent() -> tuple[SystemConnection, HttpSettings]:
+    run = AgentRun.from_environment(os.environ)
+    return run.system, run.http
 
 
 def test_the_server_confirms_and_fills_in_what_only_it_knows(azure: AzureStack) -> None:
-    confirmed = confirm(claimed(), os.environ)
+    confirmed = confirm(claimed(), *agent())
     assert confirmed.server_confirmed is True
     assert confirmed.pipeline_file == "ci/azure-pipelines.yml"  # Definitions - Get process.yamlFilename
     assert confirmed.started_on == "2026-11-23T09:12:40.5843216Z"
@@ -61,7 +68,7 @@ def test_every_overridden_variable_is_caught(
     if variable == "SYSTEM_DEFINITIONID":  # the build still names definition 12
         azure.ado.bodies["build/definitions/13"] = azure.ado.bodies["build/definitions/12"]
     with pytest.raises(Error) as caught:
-        confirm(claimed(), os.environ)
+        confirm(claimed(), *agent())
     assert f"{field}: got " in caught.value.message
     assert f"from {variable}, expected " in caught.value.message
     assert "an earlier step may have overwritten" in caught.value.remedy
@@ -73,7 +80,7 @@ def test_a_build_id_pointing_at_another_run_is_caught(
     monkeypatch.setenv("BUILD_BUILDID", "900")
     azure.ado.bodies["build/builds/900"] = build_body(azure.env, sourceVersion="1" * 40)
     with pytest.raises(Error, match=r"build id: got '900' from BUILD_BUILDID, expected '836'.*commit"):
-        confirm(claimed(), os.environ)
+        confirm(claimed(), *agent())
 
 
 def test_repository_urls_compare_without_userinfo_or_dot_git(
@@ -83,12 +90,12 @@ def test_repository_urls_compare_without_userinfo_or_dot_git(
         "BUILD_REPOSITORY_URI",
         azure.env["BUILD_REPOSITORY_URI"].replace("https://", "https://contoso@") + ".git",
     )
-    assert confirm(claimed(), os.environ).repository_uri == azure.env["BUILD_REPOSITORY_URI"]
+    assert confirm(claimed(), *agent()).repository_uri == azure.env["BUILD_REPOSITORY_URI"]
 
 
 def test_a_classic_pipeline_has_no_yaml_path(azure: AzureStack) -> None:
     azure.ado.bodies["build/definitions/12"]["process"] = {"type": 1}
-    assert confirm(claimed(), os.environ).pipeline_file == ""
+    assert confirm(claimed(), *agent()).pipeline_file == ""
 
 
 @pytest.mark.parametrize(
@@ -114,7 +121,7 @@ def test_a_classic_pipeline_has_no_yaml_path(azure: AzureStack) -> None:
 def test_faults_end_in_one_sentence(azure: AzureStack, fault: Fault, message: str) -> None:
     azure.ado.inject(r"/builds/836$", fault, times=5)
     with pytest.raises(Error) as caught:
-        confirm(claimed(), os.environ)
+        confirm(claimed(), *agent())
     assert message in caught.value.message
 
 
@@ -123,27 +130,27 @@ def test_a_429_storm_is_retried_then_fails(azure: AzureStack) -> None:
         r"/builds/836$", Fault("respond", json_response({}, 429, {"Retry-After": "0"})), times=10
     )
     with pytest.raises(Error, match="kept answering 429 for build 836 after retrying"):
-        confirm(claimed(), os.environ)
+        confirm(claimed(), *agent())
     assert len([r for r in azure.ado.requests if r.path.endswith("/builds/836")]) == 2
 
 
 def test_retry_after_is_honoured(azure: AzureStack, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("SLSA_HTTP_RETRIES", "2")
     azure.ado.inject(r"/builds/836$", Fault("respond", json_response({}, 503, {"Retry-After": "1"})))
-    assert confirm(claimed(), os.environ).server_confirmed
+    assert confirm(claimed(), *agent()).server_confirmed
 
 
 def test_a_slow_server_times_out(azure: AzureStack, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("SLSA_HTTP_TIMEOUT", "0.3")
     azure.ado.inject(r"/builds/836$", Fault("slow", seconds=1.5), times=5)
     with pytest.raises(Error, match="cannot reach Azure DevOps"):
-        confirm(claimed(), os.environ)
+        confirm(claimed(), *agent())
 
 
 def test_an_incomplete_answer_is_named(azure: AzureStack) -> None:
     del azure.ado.bodies["build/builds/836"]["sourceVersion"]
     with pytest.raises(Error, match="answered without sourceVersion"):
-        confirm(claimed(), os.environ)
+        confirm(claimed(), *agent())
 
 
 def test_replays_the_recorded_azure_devops_bodies(azure: AzureStack, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -181,7 +188,7 @@ def test_replays_the_recorded_azure_devops_bodies(azure: AzureStack, monkeypatch
     }
     for name, value in variables.items():
         monkeypatch.setenv(name, value)
-    confirmed = confirm(claimed(), os.environ)
+    confirmed = confirm(claimed(), *agent())
     assert confirmed.pipeline_file == definition["process"]["yamlFilename"]
     assert confirmed.build_number == build["buildNumber"]
     assert confirmed.started_on == ""  # the recorded build had not started (startTime null)
@@ -207,7 +214,7 @@ def test_every_other_checked_out_repository_is_recorded(azure: AzureStack) -> No
         "name": "tools",
         "remoteUrl": f"https://contoso@{azure.ado.collection[8:]}web/_git/tools",
     }
-    confirmed = confirm(claimed(), os.environ)
+    confirmed = confirm(claimed(), *agent())
     assert confirmed.repositories == (
         CheckedOutRepository(
             "tools", f"{azure.ado.collection}web/_git/tools", "refs/heads/release", "1" * 40
@@ -232,7 +239,7 @@ def test_every_other_checked_out_repository_is_recorded(azure: AzureStack) -> No
 def test_a_self_repository_at_another_commit_is_caught(azure: AzureStack) -> None:
     azure.ado.bodies["pipelines/12/runs/836"]["resources"]["repositories"]["self"]["version"] = "3" * 40  # type: ignore[index]
     with pytest.raises(Error, match="self repository: got .* from BUILD_SOURCEVERSION, expected '3333"):
-        confirm(claimed(), os.environ)
+        confirm(claimed(), *agent())
 
 
 def test_pipeline_resources_are_resolved_to_their_runs(azure: AzureStack) -> None:
@@ -251,7 +258,7 @@ def test_pipeline_resources_are_resolved_to_their_runs(azure: AzureStack) -> Non
         "count": 1,
         "value": [{"id": 791, "buildNumber": "20261122.3", "sourceVersion": "4" * 40}],
     }
-    confirmed = confirm(claimed(), os.environ)
+    confirmed = confirm(claimed(), *agent())
     url = f"{azure.ado.collection}{project}/_build/results?buildId=791"
     assert confirmed.pipelines == (ProducingRun("upstream", url, "4" * 40),)
     statement = build_statement(replace(confirmed, pipeline_file="ci.yml"), [Subject("a", "a" * 64)])
@@ -262,4 +269,4 @@ def test_pipeline_resources_are_resolved_to_their_runs(azure: AzureStack) -> Non
     }
     azure.ado.bodies["build/builds?definitions=7&buildNumber=20261122.3"] = {"count": 0, "value": []}
     with pytest.raises(Error, match="names run 20261122.3 of pipeline 7, and Azure DevOps finds 0 such runs"):
-        confirm(claimed(), os.environ)
+        confirm(claimed(), *agent())

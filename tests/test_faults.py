@@ -8,6 +8,7 @@ import pytest
 
 from conftest import AzureStack
 from fakes import Fault, HttpsServer, json_response
+from slsa_provenance.azure.agent import AgentRun
 from slsa_provenance.azure.devops import confirm
 from slsa_provenance.errors import Error
 from slsa_provenance.provenance.context import RunContext
@@ -43,11 +44,12 @@ def test_every_fault_ends_in_one_error(azure: AzureStack, target: str, fault: st
     server_name, path, operation = TARGETS[target]
     server: HttpsServer = getattr(azure, server_name)
     server.inject(path, FAULTS[fault], times=10)
+    run = AgentRun.from_environment(os.environ)
     with pytest.raises(Error) as caught:
         if operation == "sign":
-            from_uri(f"azurekms://127.0.0.1:{azure.vault.port}/p256", os.environ).sign(b"payload")
+            from_uri(f"azurekms://127.0.0.1:{azure.vault.port}/p256", run).sign(b"payload")
         else:
-            confirm(RunContext.from_environment(os.environ), os.environ)
+            confirm(RunContext.from_variables(run.variables), run.system, run.http)
     message = caught.value.diagnostics()
     assert "\n" not in message and caught.value.remedy, message
     hits = [r for r in server.requests if __import__("re").search(path, r.path)]

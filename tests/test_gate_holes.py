@@ -173,7 +173,7 @@ def signer(key_files: dict[str, tuple[Path, Path]]) -> LocalSigner:
 
 def signed(signer: LocalSigner, ref: str) -> bytes:
     context = replace(
-        RunContext.from_environment(PIPELINE_ENV),
+        RunContext.from_variables(PIPELINE_ENV),
         source_branch=ref,
         pipeline_file="azure-pipelines.yml",
         server_confirmed=True,

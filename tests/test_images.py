@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 
+from slsa_provenance.azure.agent import AgentRun
 from slsa_provenance.errors import Error, InputError
 from slsa_provenance.registry.attach import index_entry, merged_index, referrer_manifest
 from slsa_provenance.registry.client import OCI_INDEX, OCI_MANIFEST
@@ -116,7 +117,7 @@ def test_token_services_must_use_https() -> None:
     challenge = Challenge.parse('Bearer realm="http://r.example/token",service="r.example"')
     assert challenge is not None
     with pytest.raises(Error, match="sends token requests to http://r.example/token") as caught:
-        RegistryCredentials("r.example", {"HOME": "/nonexistent"}).answer(
+        RegistryCredentials("r.example", AgentRun.from_environment({"HOME": "/nonexistent"})).answer(
             challenge, "repository:a:pull", never
         )
     assert caught.value.remedy == "token services must use HTTPS"
@@ -135,12 +136,12 @@ def test_docker_logins_are_read_as_the_docker_cli_reads_them(tmp_path: Path) -> 
         }
     }
     (tmp_path / "config.json").write_text(json.dumps(config))
-    env = {"DOCKER_CONFIG": str(tmp_path)}
+    env = AgentRun.from_environment({"DOCKER_CONFIG": str(tmp_path)}).docker_config
     assert docker_login("registry-1.docker.io", env) == Login("hub", "pw")
     assert docker_login("myacr.azurecr.io", env) == Login(identity_token="refresh-123")
     assert docker_login("other.example", env) == Login("u", "p")
     assert docker_login("unknown.example", env) is None
-    assert docker_login("myacr.azurecr.io", {"HOME": str(tmp_path / "nobody")}) is None
+    assert docker_login("myacr.azurecr.io", tmp_path / "nobody" / ".docker") is None
     (tmp_path / "config.json").write_text("{not json")
     with pytest.raises(InputError, match="cannot read the docker config"):
         docker_login("myacr.azurecr.io", env)
@@ -161,7 +162,9 @@ def test_in_a_pipeline_without_a_connection_acr_is_asked_anonymously(tmp_path: P
         'Bearer realm="https://contoso.azurecr.io/oauth2/token",service="contoso.azurecr.io"'
     )
     assert challenge is not None
-    credentials = RegistryCredentials("contoso.azurecr.io", {"TF_BUILD": "True", "HOME": str(tmp_path)})
+    credentials = RegistryCredentials(
+        "contoso.azurecr.io", AgentRun.from_environment({"TF_BUILD": "True", "HOME": str(tmp_path)})
+    )
     header = credentials.answer(challenge, "repository:web:pull", send)
     assert header == {"Authorization": "Bearer anonymous-token"}
     assert [(method, url) for method, url, _ in sent] == [

@@ -15,6 +15,7 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 from cryptography.hazmat.primitives.asymmetric.utils import decode_dss_signature
 
 from conftest import REPO, AzureStack
+from slsa_provenance.azure.agent import AgentRun
 from slsa_provenance.errors import InputError, VerificationError
 from slsa_provenance.signing import dsse
 from slsa_provenance.signing.bundle import bundle_parts, envelope_json
@@ -70,7 +71,9 @@ def test_securesystemslib_verifies_local_key_envelopes(key_files, key_type: str)
 
 @pytest.mark.parametrize("name", ["p256", "rsa"])
 def test_securesystemslib_verifies_key_vault_envelopes(azure: AzureStack, name: str) -> None:
-    signer = from_uri(f"azurekms://127.0.0.1:{azure.vault.port}/{name}", os.environ)
+    signer = from_uri(
+        f"azurekms://127.0.0.1:{azure.vault.port}/{name}", AgentRun.from_environment(os.environ)
+    )
     envelope = dsse.sign(PAYLOAD, dsse.PAYLOAD_TYPE, signer)
     assert envelope.signatures[0].keyid == azure.kids[name]
     assert securesystemslib_verifies(envelope, signer.public_key(), azure.kids[name])

@@ -12,6 +12,7 @@ from cryptography.hazmat.primitives.asymmetric.utils import decode_dss_signature
 
 from conftest import ACCESS_TOKEN, AzureStack
 from fakes import Fault, json_response
+from slsa_provenance.azure.agent import AgentRun
 from slsa_provenance.errors import Error, InputError
 from slsa_provenance.signing import dsse
 from slsa_provenance.signing.keys import verify_signature
@@ -84,7 +85,9 @@ def test_raw_to_der_keeps_every_signature_valid() -> None:
 def test_signs_through_workload_identity_federation(
     azure: AzureStack, name: str, algorithm: str, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    signer = from_uri(f"azurekms://127.0.0.1:{azure.vault.port}/{name}", os.environ)
+    signer = from_uri(
+        f"azurekms://127.0.0.1:{azure.vault.port}/{name}", AgentRun.from_environment(os.environ)
+    )
     assert signer.keyid == azure.kids[name]  # the versioned kid, resolved from the unversioned reference
     envelope = dsse.sign(b'{"a":1}', dsse.PAYLOAD_TYPE, signer)
     assert dsse.verify(envelope, [signer.public_key()]).keyid == azure.kids[name]
@@ -107,7 +110,10 @@ def test_signs_through_workload_identity_federation(
 
 def test_versioned_reference_and_ps256(azure: AzureStack) -> None:
     version = azure.kids["rsa"].rsplit("/", 1)[1]
-    signer = from_uri(f"https://127.0.0.1:{azure.vault.port}/keys/rsa/{version}?alg=PS256", os.environ)
+    signer = from_uri(
+        f"https://127.0.0.1:{azure.vault.port}/keys/rsa/{version}?alg=PS256",
+        AgentRun.from_environment(os.environ),
+    )
     envelope = dsse.sign(b"x", dsse.PAYLOAD_TYPE, signer)
     dsse.verify(envelope, [signer.public_key()])
     assert [r for r in azure.vault.requests if r.path.endswith("/sign")][-1].json()["alg"] == "PS256"
@@ -115,7 +121,9 @@ def test_versioned_reference_and_ps256(azure: AzureStack) -> None:
 
 def expect_error(azure: AzureStack, uri_key: str, message: str) -> Error:
     with pytest.raises(Error) as caught:
-        signer = from_uri(f"azurekms://127.0.0.1:{azure.vault.port}/{uri_key}", os.environ)
+        signer = from_uri(
+            f"azurekms://127.0.0.1:{azure.vault.port}/{uri_key}", AgentRun.from_environment(os.environ)
+        )
         signer.sign(b"data")
     assert message in caught.value.diagnostics(), caught.value.diagnostics()
     return caught.value
@@ -163,7 +171,7 @@ def test_throttling_is_retried_with_retry_after_then_succeeds(
     monkeypatch.setenv("SLSA_HTTP_RETRIES", "3")
     throttled = json_response({"error": {"code": "Throttled"}}, 429, {"Retry-After": "1"})
     azure.vault.inject(r"/sign$", Fault("respond", throttled), times=2)
-    signer = from_uri(f"azurekms://127.0.0.1:{azure.vault.port}/p256", os.environ)
+    signer = from_uri(f"azurekms://127.0.0.1:{azure.vault.port}/p256", AgentRun.from_environment(os.environ))
     started = time.monotonic()
     signature = signer.sign(b"payload")
     assert time.monotonic() - started >= 2.0  # two Retry-After: 1 waits were honoured
@@ -193,7 +201,7 @@ def test_an_overwritten_oidc_request_uri_is_refused(
 ) -> None:
     monkeypatch.setenv("SYSTEM_OIDCREQUESTURI", "https://attacker.example/collect")
     with pytest.raises(InputError, match="points at https://attacker.example, not the collection host"):
-        from_uri(f"azurekms://127.0.0.1:{azure.vault.port}/p256", os.environ)
+        from_uri(f"azurekms://127.0.0.1:{azure.vault.port}/p256", AgentRun.from_environment(os.environ))
     assert azure.ado.requests == [] and azure.entra.requests == []
 
 
@@ -202,7 +210,9 @@ def test_an_oidc_request_uri_on_the_collection_host_is_used(
 ) -> None:
     custom = f"{azure.ado.collection}{azure.env['SYSTEM_TEAMPROJECTID']}/_apis/distributedtask/hubs/build/plans/p/jobs/j/oidctoken"
     monkeypatch.setenv("SYSTEM_OIDCREQUESTURI", custom)
-    from_uri(f"azurekms://127.0.0.1:{azure.vault.port}/p256", os.environ).sign(b"x")
+    from_uri(f"azurekms://127.0.0.1:{azure.vault.port}/p256", AgentRun.from_environment(os.environ)).sign(
+        b"x"
+    )
     assert [r.path for r in azure.ado.requests][0].endswith("/plans/p/jobs/j/oidctoken")
 
 
@@ -221,7 +231,9 @@ def test_incomplete_service_connection(
 
     monkeypatch.delenv(variable.replace("{ID}", CONNECTION_ID.upper()))
     with pytest.raises(InputError, match=message):
-        KeyVaultSigner.from_uri(f"azurekms://127.0.0.1:{azure.vault.port}/p256", os.environ)
+        KeyVaultSigner.from_uri(
+            f"azurekms://127.0.0.1:{azure.vault.port}/p256", AgentRun.from_environment(os.environ)
+        )
 
 
 def test_an_unsupported_scheme_is_named(azure: AzureStack, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -229,7 +241,9 @@ def test_an_unsupported_scheme_is_named(azure: AzureStack, monkeypatch: pytest.M
 
     monkeypatch.setenv(f"ENDPOINT_AUTH_SCHEME_{CONNECTION_ID.upper()}", "UsernamePassword")
     with pytest.raises(InputError, match="uses the usernamepassword scheme"):
-        KeyVaultSigner.from_uri(f"azurekms://127.0.0.1:{azure.vault.port}/p256", os.environ)
+        KeyVaultSigner.from_uri(
+            f"azurekms://127.0.0.1:{azure.vault.port}/p256", AgentRun.from_environment(os.environ)
+        )
 
 
 @pytest.mark.check_real_azure
@@ -238,7 +252,10 @@ def test_check_real_vault() -> None:
     uri = os.environ.get("SLSA_REAL_KEY")
     if not uri:
         pytest.skip("set SLSA_REAL_KEY to a real Key Vault key to run this check")
-    signer = from_uri(uri, {k: v for k, v in os.environ.items() if k != "INPUT_AZURESUBSCRIPTION"})
+    signer = from_uri(
+        uri,
+        AgentRun.from_environment({k: v for k, v in os.environ.items() if k != "INPUT_AZURESUBSCRIPTION"}),
+    )
     dsse.verify(dsse.sign(b"{}", dsse.PAYLOAD_TYPE, signer), [signer.public_key()])
 
 
@@ -251,7 +268,7 @@ def test_a_service_principal_with_a_secret_signs_and_warns(
     azure.entra.client_secret = "sp-secret-" + "z" * 20
     monkeypatch.setenv(f"ENDPOINT_AUTH_SCHEME_{connection}", "ServicePrincipal")
     monkeypatch.setenv(f"ENDPOINT_AUTH_PARAMETER_{connection}_SERVICEPRINCIPALKEY", azure.entra.client_secret)
-    signer = from_uri(f"azurekms://127.0.0.1:{azure.vault.port}/p256", os.environ)
+    signer = from_uri(f"azurekms://127.0.0.1:{azure.vault.port}/p256", AgentRun.from_environment(os.environ))
     dsse.verify(dsse.sign(b"x", dsse.PAYLOAD_TYPE, signer), [signer.public_key()])
     assert not [r for r in azure.ado.requests if r.path.endswith("/oidctoken")]  # no federation here
     captured = capsys.readouterr()
@@ -265,7 +282,7 @@ def test_a_managed_identity_signs(azure: AzureStack, monkeypatch: pytest.MonkeyP
     monkeypatch.setenv(f"ENDPOINT_AUTH_SCHEME_{CONNECTION_ID.upper()}", "ManagedServiceIdentity")
     monkeypatch.setenv("IDENTITY_ENDPOINT", f"{azure.entra.url}/msi/token")
     monkeypatch.setenv("IDENTITY_HEADER", azure.entra.identity_header)
-    signer = from_uri(f"azurekms://127.0.0.1:{azure.vault.port}/p384", os.environ)
+    signer = from_uri(f"azurekms://127.0.0.1:{azure.vault.port}/p384", AgentRun.from_environment(os.environ))
     dsse.verify(dsse.sign(b"x", dsse.PAYLOAD_TYPE, signer), [signer.public_key()])
     assert [r.path for r in azure.entra.requests] == ["/msi/token"]
 
@@ -282,7 +299,7 @@ def test_in_a_pipeline_a_key_vault_key_needs_the_service_connection(
 ) -> None:
     machine_identity(azure, monkeypatch)
     with pytest.raises(InputError) as refused:
-        from_uri(f"azurekms://127.0.0.1:{azure.vault.port}/p256", os.environ)
+        from_uri(f"azurekms://127.0.0.1:{azure.vault.port}/p256", AgentRun.from_environment(os.environ))
     assert refused.value.diagnostics() == (
         "inside Azure Pipelines a Key Vault key is used only through the task's service connection, and "
         "azureSubscription is empty: set azureSubscription to an Azure Resource Manager service connection "
@@ -297,6 +314,6 @@ def test_outside_a_pipeline_the_default_azure_credential_signs(
 ) -> None:
     machine_identity(azure, monkeypatch)
     monkeypatch.delenv("TF_BUILD")
-    signer = from_uri(f"azurekms://127.0.0.1:{azure.vault.port}/p256", os.environ)
+    signer = from_uri(f"azurekms://127.0.0.1:{azure.vault.port}/p256", AgentRun.from_environment(os.environ))
     dsse.verify(dsse.sign(b"x", dsse.PAYLOAD_TYPE, signer), [signer.public_key()])
     assert [r.path for r in azure.entra.requests] == ["/msi/token"]

@@ -14,21 +14,23 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
 from slsa_provenance.azure import vso
+from slsa_provenance.azure.agent import AgentRun
 from slsa_provenance.azure.network import AgentNetwork
-from slsa_provenance.azure.transport import client_options
 from slsa_provenance.errors import Error, InputError
 
 
 def network(**env: str) -> AgentNetwork:
-    found = AgentNetwork.from_environment(env)
+    found = AgentNetwork.from_variables(env)
     assert found is not None
     return found
 
 
 def test_without_agent_variables_nothing_applies() -> None:
     env = {"HTTPS_PROXY": "http://corporate:3128", "NO_PROXY": "localhost", "REQUESTS_CA_BUNDLE": "/x"}
-    assert AgentNetwork.from_environment(env) is None
-    assert "transport" not in client_options(env)  # the SDKs' own transport, honouring HTTPS_PROXY
+    assert AgentNetwork.from_variables(env) is None
+    assert (
+        "transport" not in AgentRun.from_environment(env).http.client_options()
+    )  # the SDKs' own transport, honouring HTTPS_PROXY
 
 
 def test_credentials_travel_percent_encoded_in_the_proxy_url_only() -> None:
@@ -78,8 +80,8 @@ def test_the_password_is_masked_once_before_anything_else(capsys: pytest.Capture
         "AGENT_PROXYUSERNAME": "u",
         "SECRET_AGENT_PROXYPASSWORD": password,
     }
-    client_options(env)
-    client_options(env)
+    AgentRun.from_environment(env).http.client_options()
+    AgentRun.from_environment(env).http.client_options()
     out = capsys.readouterr().out
     encoded = password.replace("/", "%2F").replace("+", "%2B")  # as it stands in the proxy URL
     assert out.splitlines() == [
@@ -101,7 +103,7 @@ def test_the_password_is_masked_once_before_anything_else(capsys: pytest.Capture
 )
 def test_malformed_settings_fail_with_one_sentence(variables: dict[str, str], message: str) -> None:
     with pytest.raises(InputError) as caught:
-        AgentNetwork.from_environment({**variables, "SECRET_AGENT_PROXYPASSWORD": "topsecret"})
+        AgentNetwork.from_variables({**variables, "SECRET_AGENT_PROXYPASSWORD": "topsecret"})
     assert message in caught.value.diagnostics()
     assert "topsecret" not in caught.value.diagnostics()
 
@@ -186,7 +188,7 @@ def test_the_agent_ca_and_client_certificate_reach_a_server_that_demands_them(
 def collection_client(server, env: dict[str, str]):  # type: ignore[no-untyped-def]
     from slsa_provenance.azure.devops import AzureDevOps
 
-    return AzureDevOps(server.collection, "token", env)
+    return AzureDevOps(server.collection, "token", AgentRun.from_environment(env).http)
 
 
 def test_the_module_example_runs() -> None:

@@ -118,7 +118,7 @@ def signer(key_files: dict[str, tuple[Path, Path]]) -> LocalSigner:
 
 def provenance(tmp_path: Path, signer: LocalSigner, *, confirmed: bool = True, sbom: bool = True) -> Path:
     context = replace(
-        RunContext.from_environment(PIPELINE_ENV),
+        RunContext.from_variables(PIPELINE_ENV),
         pipeline_file="azure-pipelines.yml",
         server_confirmed=confirmed,
     )

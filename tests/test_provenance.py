@@ -25,7 +25,7 @@ SUBJECTS = [Subject("b/app.exe", "b" * 64, 10), Subject("a.zip", "a" * 64, 5)]
 
 
 def context() -> RunContext:
-    return replace(RunContext.from_environment(PIPELINE_ENV), pipeline_file="ci/azure-pipelines.yml")
+    return replace(RunContext.from_variables(PIPELINE_ENV), pipeline_file="ci/azure-pipelines.yml")
 
 
 def test_statement_follows_the_azure_pipelines_build_type() -> None:

@@ -23,6 +23,7 @@ from conftest import REPO, AzureStack, run_cli
 from fakes import HttpsServer
 from proxy_names import DOMAIN
 from slsa_provenance.azure import vso
+from slsa_provenance.azure.agent import AgentRun
 from test_extension import completion, run_step, step_env
 
 pytestmark = pytest.mark.integration
@@ -179,7 +180,7 @@ def test_a_credential_refused_by_the_proxy_raises_the_proxy_sentence(
     env = {**named.env, **agent_proxy(proxy, password="wrong-" + secrets.token_hex(8))}
     monkeypatch.setenv("SYSTEM_OIDCREQUESTURI", "")  # so that the value the credential sets is undone
     monkeypatch.delenv("SYSTEM_OIDCREQUESTURI")
-    credential = from_service_connection(env)
+    credential = from_service_connection(AgentRun.from_environment(env))
     with pytest.raises(Error) as caught:
         credential.get_token("https://vault.azure.net/.default")
     assert caught.value.message.startswith(f"the agent's proxy {proxy.url} refused the credentials")
@@ -268,7 +269,7 @@ def test_a_registry_is_reached_through_the_proxy_too(
     registry.route("GET", r"/v2/", lambda request: json_response({}))
     registry.start()
     try:
-        with Registries({**named.env, **agent_proxy(proxy)}) as registries:
+        with Registries(AgentRun.from_environment({**named.env, **agent_proxy(proxy)})) as registries:
             answer = registries.send("GET", f"{registry.url}/v2/", {"Accept": "application/json"})
         assert (answer.status, answer.body) == (200, b"{}")
         assert hostport(registry) in proxy.connects({hostport(registry)})

@@ -21,6 +21,7 @@ import pytest
 from conftest import REPO, AzureStack, run_cli, statement_of
 from fakes import HttpsServer, Request
 from registry import OCI_INDEX, OCI_MANIFEST, AcrTokens, DockerRegistry, ReferrersProxy
+from slsa_provenance.azure.agent import AgentRun
 
 pytestmark = pytest.mark.integration
 BUNDLE = "application/vnd.dev.sigstore.bundle.v0.3+json"
@@ -467,13 +468,17 @@ def test_a_registry_with_the_referrers_api_gets_no_tag_index(  # type: ignore[no
     from slsa_provenance.signing.keys import load_public_key
 
     key = load_public_key(public.read_bytes(), "key")
-    verify_images([image], [key], Expectations(source_ref="refs/heads/main"), acr.env)  # warm imports
+    verify_images(
+        [image], [key], Expectations(source_ref="refs/heads/main"), AgentRun.from_environment(acr.env)
+    )  # warm imports
     started = time.perf_counter()
-    [report] = verify_images([image], [key], Expectations(source_ref="refs/heads/main"), acr.env)
+    [report] = verify_images(
+        [image], [key], Expectations(source_ref="refs/heads/main"), AgentRun.from_environment(acr.env)
+    )
     elapsed = time.perf_counter() - started
     assert report.passed, report.lines()
     assert report.lines()[-1].startswith(f"PASSED: {proxy.host}/{repo}@{digest} (referrer ")
-    with Registries(acr.env) as registries:
+    with Registries(AgentRun.from_environment(acr.env)) as registries:
         from slsa_provenance.gate.images import verify_image
         from slsa_provenance.registry.reference import parse_reference
 

@@ -30,7 +30,7 @@ def signer(key_files: dict[str, tuple[Path, Path]]) -> LocalSigner:
 
 def statement() -> dict[str, Any]:
     ctx = replace(
-        RunContext.from_environment(PIPELINE_ENV), pipeline_file="azure-pipelines.yml", server_confirmed=True
+        RunContext.from_variables(PIPELINE_ENV), pipeline_file="azure-pipelines.yml", server_confirmed=True
     )
     return build_statement(ctx, [Subject("bin/app", APP), Subject("lib/lib.so", LIB)])
 

@@ -35,7 +35,7 @@ def signed_drop(tmp_path: Path, key: Path) -> tuple[Path, Path]:
     (drop / "bin").mkdir(parents=True)
     (drop / "bin" / "app").write_bytes(b"app")
     context = replace(
-        RunContext.from_environment(PIPELINE_ENV), pipeline_file="azure-pipelines.yml", server_confirmed=True
+        RunContext.from_variables(PIPELINE_ENV), pipeline_file="azure-pipelines.yml", server_confirmed=True
     )
     statement = build_statement(context, [Subject("bin/app", APP)])
     provenance = tmp_path / "provenance.intoto.jsonl"

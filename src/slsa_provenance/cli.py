@@ -19,6 +19,7 @@ from pathlib import Path
 
 from slsa_provenance import __version__
 from slsa_provenance.azure import vso
+from slsa_provenance.azure.agent import AgentRun
 from slsa_provenance.errors import Error, InputError
 from slsa_provenance.provenance.hashing import Progress
 from slsa_provenance.signing.local import KEY_TYPES
@@ -220,11 +221,6 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _env_path(name: str) -> Path | None:
-    value = os.environ.get(name)
-    return Path(value) if value else None
-
-
 def _generate(args: argparse.Namespace) -> int:
     from slsa_provenance.generate import GenerateOptions, generate
 
@@ -239,13 +235,16 @@ def _generate(args: argparse.Namespace) -> int:
             "WARNING: --signer none: the provenance will be UNSIGNED and no verifier will accept it",
             file=sys.stderr,
         )
+    run = AgentRun.from_environment(os.environ)
     images = bool(args.image or args.docker_output)
-    drop = args.drop or (None if images else _env_path("BUILD_ARTIFACTSTAGINGDIRECTORY"))
+    staging = Path(run.folders.artifact_staging) if run.folders.artifact_staging else None
+    drop = args.drop or (None if images else staging)
     if drop is None and not images:
         raise InputError("no drop folder given", "pass --drop with the build's output, or --image")
     started = time.monotonic()
     result = generate(
         GenerateOptions(
+            agent=run,
             drop=drop,
             images=args.image,
             docker_outputs=args.docker_output,
@@ -318,6 +317,7 @@ def _verify(args: argparse.Namespace) -> int:
 
     result = verify_gate(
         GateOptions(
+            agent=AgentRun.from_environment(os.environ),
             provenance=args.provenance,
             images=args.image,
             keys=args.key,

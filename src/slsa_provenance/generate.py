@@ -16,12 +16,12 @@ from __future__ import annotations
 
 import datetime
 import hashlib
-import os
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
+from slsa_provenance.azure.agent import AgentRun
 from slsa_provenance.errors import InputError
 from slsa_provenance.files import write_files
 from slsa_provenance.provenance.context import RunContext
@@ -69,8 +69,9 @@ class GenerateOptions:
     sbom_check: str = "strict"
     sbom_packages: bool = False
     sources: Path | None = None
-    """The checked-out sources, for their submodules; default $BUILD_SOURCESDIRECTORY."""
-    environment: Mapping[str, str] = field(default_factory=lambda: dict(os.environ))
+    """The checked-out sources, for their submodules; default the agent's Build.SourcesDirectory."""
+    agent: AgentRun = field(default_factory=AgentRun)
+    """What the agent handed over; the default is a run outside any pipeline."""
     images: Sequence[str] = ()
     """Image references, `REGISTRY/REPO@sha256:HEX` or `REGISTRY/REPO:TAG` (resolved)."""
     docker_outputs: Sequence[Path] = ()
@@ -102,13 +103,11 @@ def generate(options: GenerateOptions, on_progress: ProgressCallback | None = No
     references = image_references(options.images, options.docker_outputs)
     output_dir = _output_dir(options, references)
     with (
-        Registries(options.environment) as registries,
+        Registries(options.agent) as registries,
         start_hashing(options.drop, options.patterns) if options.drop else Hashing(Path(), []) as hashing,
     ):
         signer = (
-            None
-            if options.signer_uri.strip() == UNSIGNED
-            else from_uri(options.signer_uri, options.environment)
+            None if options.signer_uri.strip() == UNSIGNED else from_uri(options.signer_uri, options.agent)
         )
         context = _context(options)
         sboms = (
@@ -230,7 +229,7 @@ def _shape(options: GenerateOptions, context: RunContext, sboms: list[Sbom]) -> 
 
 
 def _submodules(options: GenerateOptions, context: RunContext) -> list[ResourceDescriptor]:
-    sources = options.sources or Path(options.environment.get("BUILD_SOURCESDIRECTORY") or "/nonexistent")
+    sources = options.sources or Path(options.agent.folders.sources or "/nonexistent")
     return submodules(sources, context.repository_uri)
 
 
@@ -248,7 +247,7 @@ def _check_sboms(options: GenerateOptions, sboms: list[Sbom], subjects: list[Sub
 
 def _context(options: GenerateOptions) -> RunContext:
     """The claimed context, confirmed by the server inside a pipeline unless opted out."""
-    context = RunContext.from_environment(options.environment)
+    context = RunContext.from_variables(options.agent.variables)
     if context.reason.lower() == "pullrequest" and not options.allow_pull_request:
         raise InputError(
             f"this is a pull-request build ({context.source_branch}): its code is not reviewed yet, and "
@@ -259,7 +258,7 @@ def _context(options: GenerateOptions) -> RunContext:
     if options.confirm_with_server and (context.in_pipeline or options.confirmation_required):
         from slsa_provenance.azure.devops import confirm
 
-        return confirm(context, options.environment)
+        return confirm(context, options.agent.system, options.agent.http)
     if options.pipeline_file:
         context = replace(context, pipeline_file=options.pipeline_file.strip().lstrip("/"))
     if not context.pipeline_file:

@@ -13,11 +13,11 @@ import sys
 import tempfile
 import time
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from slsa_provenance.azure import vso
+from slsa_provenance.azure.agent import AgentRun
 from slsa_provenance.errors import Error, InputError
 from slsa_provenance.provenance.hashing import Progress
 
@@ -25,37 +25,16 @@ if TYPE_CHECKING:
     from slsa_provenance.gate.images import ImageReport
 
 
-@dataclass(frozen=True)
-class Inputs:
-    env: Mapping[str, str]
-
-    def get(self, name: str, default: str = "") -> str:
-        return self.env.get(f"INPUT_{name.upper()}", "").strip() or default
-
-    def required(self, name: str, label: str) -> str:
-        value = self.get(name)
-        if not value:
-            raise InputError(f"the task input '{name}' ({label}) is empty", f"set {name} in the step")
-        return value
-
-    def lines(self, name: str) -> list[str]:
-        return [line.strip() for line in self.get(name).splitlines() if line.strip()]
-
-    def flag(self, name: str, default: bool) -> bool:
-        value = self.get(name).lower()
-        return default if not value else value == "true"
-
-
 def main(env: Mapping[str, str] | None = None) -> int:
     """Run the step; always 0, the result goes to the agent as `task.complete`."""
-    inputs = Inputs(os.environ if env is None else env)
     print(f"Python {sys.version.split()[0]} at {sys.executable}")
     try:
-        command = inputs.get("command", "generate")
+        run = AgentRun.from_environment(os.environ if env is None else env)
+        command = run.inputs.text("command", "generate")
         if command == "generate":
-            message = _generate(inputs)
+            message = _generate(run)
         elif command == "verify":
-            message = _verify(inputs)
+            message = _verify(run)
         else:
             raise InputError(f"the task input 'command' is {command!r}", "use generate or verify")
     except Error as exc:
@@ -72,12 +51,12 @@ def _fail(message: str) -> None:
     vso.emit("task.complete", message, result="Failed")
 
 
-def _generate(inputs: Inputs) -> str:
+def _generate(run: AgentRun) -> str:
     from slsa_provenance.generate import OUTPUT_FOLDER, GenerateOptions, generate
 
-    env = inputs.env
-    drop = Path(inputs.get("dropFolder") or env.get("BUILD_ARTIFACTSTAGINGDIRECTORY", ""))
-    method = inputs.get("signingMethod", "keyVault")
+    inputs = run.inputs
+    drop = Path(inputs.text("dropFolder") or run.folders.artifact_staging)
+    method = inputs.text("signingMethod", "keyVault")
     if method == "keyVault":
         signer = inputs.required("keyVaultKey", "Key Vault key")
     elif method == "localKey":
@@ -91,7 +70,7 @@ def _generate(inputs: Inputs) -> str:
         )
     else:
         raise InputError(f"signingMethod is {method!r}", "use keyVault, localKey or unsigned")
-    output = inputs.get("outputFolder")
+    output = inputs.text("outputFolder")
     images, docker_outputs = inputs.lines("images"), [Path(p) for p in inputs.lines("dockerOutput")]
     attested: Path | None = drop
     if (images or docker_outputs) and not _has_files(drop):  # a container build leaves its drop empty
@@ -106,18 +85,18 @@ def _generate(inputs: Inputs) -> str:
                 signer_uri=signer,
                 patterns=inputs.lines("subjects"),
                 output_dir=Path(output) if output else None,
-                builder_id=inputs.get("builderId"),
-                pipeline_file=inputs.get("pipelineFile"),
+                builder_id=inputs.text("builderId"),
+                pipeline_file=inputs.text("pipelineFile"),
                 confirm_with_server=inputs.flag("confirmWithServer", True),
                 confirmation_required=True,
-                sbom=Path(inputs.get("sbomFile")) if inputs.get("sbomFile") else None,
-                sbom_check=inputs.get("sbomCheck", "strict"),
+                sbom=inputs.path("sbomFile"),
+                sbom_check=inputs.text("sbomCheck", "strict"),
                 sbom_packages=inputs.flag("sbomPackages", False),
                 allow_pull_request=inputs.flag("allowPullRequest", False),
-                environment=env,
+                agent=run,
                 images=images,
                 docker_outputs=docker_outputs,
-                attach_format=inputs.get("attachFormat", "referrers")
+                attach_format=inputs.text("attachFormat", "referrers")
                 if inputs.flag("attachToImages", False)
                 else "",
             ),
@@ -147,7 +126,7 @@ def _generate(inputs: Inputs) -> str:
     for name, value in outputs.items():
         vso.emit("task.setvariable", value, variable=name)
     _summary(
-        env,
+        run.folders.temp,
         [
             "### SLSA provenance",
             f"- **Subjects:** {len(result.subjects)} files, {sum(s.size for s in result.subjects)} bytes "
@@ -187,12 +166,13 @@ def _report_progress(progress: Progress) -> None:
     vso.emit("task.setprogress", "hashing the drop", value=str(percent))
 
 
-def _verify(inputs: Inputs) -> str:
+def _verify(run: AgentRun) -> str:
     from slsa_provenance.gate.flow import GateOptions, verify_gate
     from slsa_provenance.gate.vsa import VERIFIER_ID
 
+    inputs = run.inputs
     keys = inputs.lines("trustedKeys")
-    policy = inputs.get("policyFile")
+    policy = inputs.text("policyFile")
     if not keys and not policy:
         raise InputError(
             "the task inputs 'trustedKeys' and 'policyFile' are empty",
@@ -205,17 +185,17 @@ def _verify(inputs: Inputs) -> str:
             images=images,
             keys=keys,
             artifacts=[Path(p) for p in inputs.lines("artifacts")],
-            builder_id=inputs.get("expectedBuilderId") or None,
-            source_uri=inputs.get("expectedRepository") or None,
-            source_ref=inputs.get("expectedRef") or None,
-            build_type=inputs.get("expectedBuildType") or None,
+            builder_id=inputs.text("expectedBuilderId") or None,
+            source_uri=inputs.text("expectedRepository") or None,
+            source_ref=inputs.text("expectedRef") or None,
+            build_type=inputs.text("expectedBuildType") or None,
             allow_unconfirmed=inputs.flag("allowUnconfirmed", False),
             policy=Path(policy) if policy else None,
-            vsa=Path(inputs.get("vsaFile")) if inputs.get("vsaFile") else None,
-            vsa_signer=inputs.get("vsaSigner"),
-            resource_uri=inputs.get("resourceUri"),
-            verifier_id=inputs.get("verifierId", VERIFIER_ID),
-            environment=inputs.env,
+            vsa=inputs.path("vsaFile"),
+            vsa_signer=inputs.text("vsaSigner"),
+            resource_uri=inputs.text("resourceUri"),
+            verifier_id=inputs.text("verifierId", VERIFIER_ID),
+            agent=run,
         )
     )
     for line in result.lines():
@@ -251,8 +231,8 @@ def _images_verified(reports: Sequence[ImageReport]) -> str:
     return f"all {len(reports)} images verified"
 
 
-def _summary(env: Mapping[str, str], lines: list[str]) -> None:
-    folder = env.get("AGENT_TEMPDIRECTORY") or tempfile.gettempdir()
+def _summary(temp_folder: str, lines: list[str]) -> None:
+    folder = temp_folder or tempfile.gettempdir()
     path = Path(folder) / "slsa-provenance-summary.md"
     try:
         path.write_text("\n".join(vso.neutralize(line) for line in lines) + "\n", encoding="utf-8")

@@ -1,6 +1,7 @@
 """Confirm the run's claimed context with the Azure DevOps REST API.
 
-    >>> confirmed = confirm(RunContext.from_environment(os.environ), os.environ)   # doctest: +SKIP
+    >>> run = AgentRun.from_environment(os.environ)
+    >>> confirmed = confirm(RunContext.from_variables(run.variables), run.system, run.http)  # doctest: +SKIP
     >>> confirmed.server_confirmed, confirmed.pipeline_file
     (True, 'azure-pipelines.yml')
 
@@ -20,8 +21,8 @@ from dataclasses import replace
 from typing import Any
 from urllib.parse import quote, urlsplit, urlunsplit
 
-from slsa_provenance.azure.credentials import collection_url, system_access_token
-from slsa_provenance.azure.transport import client_options
+from slsa_provenance.azure.agent import SystemConnection
+from slsa_provenance.azure.transport import HttpSettings
 from slsa_provenance.errors import Error
 from slsa_provenance.provenance.context import CheckedOutRepository, ProducingRun, RunContext
 
@@ -32,11 +33,11 @@ _TIMESTAMP = re.compile(r"^[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2}
 class AzureDevOps:
     """GET JSON from one collection with the job's token."""
 
-    def __init__(self, collection: str, token: str, env: Mapping[str, str]) -> None:
+    def __init__(self, collection: str, token: str, http: HttpSettings) -> None:
         from azure.core import PipelineClient
         from azure.core.pipeline.policies import HeadersPolicy, RetryPolicy, UserAgentPolicy
 
-        options = client_options(env)
+        options = http.client_options()
         self.collection = collection
         self._timeouts = {
             "connection_timeout": options["connection_timeout"],
@@ -103,9 +104,9 @@ class AzureDevOps:
         return body
 
 
-def confirm(claimed: RunContext, env: Mapping[str, str]) -> RunContext:
+def confirm(claimed: RunContext, system: SystemConnection, http: HttpSettings) -> RunContext:
     """The server's view of the run. Raises Error listing every claim the server contradicts."""
-    server = AzureDevOps(collection_url(env), system_access_token(env), env)
+    server = AzureDevOps(system.collection_url(), system.access_token(), http)
     project = quote(claimed.project_id or claimed.project, safe="")
     build = server.get(f"{project}/_apis/build/builds/{claimed.build_id}", f"build {claimed.build_id}")
     definition_id = str(_at(build, "definition", "id"))

@@ -1,6 +1,6 @@
 """The agent's proxy and certificate settings, read in one place, for every HTTP call the package makes.
 
-    >>> network = AgentNetwork.from_environment({"AGENT_PROXYURL": "http://proxy.contoso.com:8080",
+    >>> network = AgentNetwork.from_variables({"AGENT_PROXYURL": "http://proxy.contoso.com:8080",
     ...     "AGENT_PROXYBYPASSLIST": '["[.]internal[.]contoso[.]com$"]'})
     >>> network.proxy_for("https://contoso.vault.azure.net/keys/slsa")
     'http://proxy.contoso.com:8080'
@@ -65,10 +65,11 @@ class AgentNetwork:
     client_key_password: str = field(default="", repr=False)
 
     @classmethod
-    def from_environment(cls, env: Mapping[str, str]) -> AgentNetwork | None:
-        """The settings, or None when the agent hands none over. Every secret is masked before this
-        returns. Raises InputError for a malformed proxy URL, bypass list or missing certificate file."""
-        return _parse(tuple(env.get(name, "").strip() for name in VARIABLES))
+    def from_variables(cls, variables: Mapping[str, str]) -> AgentNetwork | None:
+        """The settings from the agent's `VARIABLES` (missing ones empty), or None when the agent hands
+        none over. Every secret is masked before this returns. Raises InputError for a malformed proxy
+        URL, bypass list or missing certificate file."""
+        return _parse(tuple(variables.get(name, "").strip() for name in VARIABLES))
 
     @property
     def has_tls_settings(self) -> bool:

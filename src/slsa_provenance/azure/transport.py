@@ -1,7 +1,7 @@
 """HTTP settings shared by every Azure client: bounded retries that honour Retry-After, timeouts, and
 the agent's proxy and certificates.
 
-    >>> KeyClient(vault_url, credential, **client_options(os.environ))   # doctest: +SKIP
+    >>> KeyClient(vault_url, credential, **run.http.client_options())   # doctest: +SKIP
 
 azure-core's RetryPolicy retries 408, 429, 500, 502, 503 and 504 and connection failures with
 exponential back-off, waiting as long as a `Retry-After` header asks (up to the cap below).
@@ -12,7 +12,7 @@ client, credential or pipeline built with these options (or given `options["tran
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from dataclasses import dataclass
 from typing import Any
 
 from slsa_provenance.azure.network import AgentNetwork
@@ -23,27 +23,44 @@ DEFAULT_TIMEOUT = 30.0
 USER_AGENT = "SlsaProvenance/1"
 
 
-def client_options(env: Mapping[str, str]) -> dict[str, Any]:
-    retries = _number(env, "SLSA_HTTP_RETRIES", DEFAULT_RETRIES, int)
-    timeout = _number(env, "SLSA_HTTP_TIMEOUT", DEFAULT_TIMEOUT, float)
-    options: dict[str, Any] = {
-        "retry_total": int(retries),
-        "retry_backoff_factor": 0.8,
-        "retry_backoff_max": 30,
-        "connection_timeout": timeout,
-        "read_timeout": timeout,
-        "user_agent": USER_AGENT,
-    }
-    network = AgentNetwork.from_environment(env)
-    if network:
-        from slsa_provenance.azure.agent_transport import AgentTransport
+@dataclass(frozen=True)
+class HttpSettings:
+    """Read once per run (`AgentRun`); every client is built with `client_options()`."""
 
-        options["transport"] = AgentTransport(network, connection_timeout=timeout, read_timeout=timeout)
-    return options
+    retries: int = DEFAULT_RETRIES
+    timeout: float = DEFAULT_TIMEOUT
+    network: AgentNetwork | None = None
+
+    @classmethod
+    def parse(cls, retries: str, timeout: str, network: AgentNetwork | None) -> HttpSettings:
+        """From SLSA_HTTP_RETRIES and SLSA_HTTP_TIMEOUT as given. Raises InputError for a bad number."""
+        return cls(
+            int(_number("SLSA_HTTP_RETRIES", retries, DEFAULT_RETRIES, int)),
+            _number("SLSA_HTTP_TIMEOUT", timeout, DEFAULT_TIMEOUT, float),
+            network,
+        )
+
+    def client_options(self) -> dict[str, Any]:
+        """Keyword arguments for an azure-core client or credential. A fresh dict and transport each
+        time: callers add to the options, and each client owns (and closes) its transport."""
+        options: dict[str, Any] = {
+            "retry_total": self.retries,
+            "retry_backoff_factor": 0.8,
+            "retry_backoff_max": 30,
+            "connection_timeout": self.timeout,
+            "read_timeout": self.timeout,
+            "user_agent": USER_AGENT,
+        }
+        if self.network:
+            from slsa_provenance.azure.agent_transport import AgentTransport
+
+            options["transport"] = AgentTransport(
+                self.network, connection_timeout=self.timeout, read_timeout=self.timeout
+            )
+        return options
 
 
-def _number(env: Mapping[str, str], name: str, default: float, kind: type[int] | type[float]) -> float:
-    raw = env.get(name, "").strip()
+def _number(name: str, raw: str, default: float, kind: type[int] | type[float]) -> float:
     if not raw:
         return default
     try:

@@ -13,14 +13,14 @@ not an exception.
 from __future__ import annotations
 
 import hashlib
-import os
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from slsa_provenance import __version__
+from slsa_provenance.azure.agent import AgentRun
 from slsa_provenance.errors import InputError
 from slsa_provenance.files import read_limited
 from slsa_provenance.gate.artifacts import artifact_digests, shipped_provenance
@@ -63,7 +63,8 @@ class GateOptions:
     verifier_id: str = VERIFIER_ID
     resource_uri: str = ""
     """The VSA's resourceUri; empty: the provenance's build URL."""
-    environment: Mapping[str, str] = field(default_factory=lambda: dict(os.environ))
+    agent: AgentRun = field(default_factory=AgentRun)
+    """What the agent handed over (Key Vault keys' credentials, registries); default: no pipeline."""
 
 
 @dataclass(frozen=True)
@@ -106,7 +107,7 @@ def verify_gate(options: GateOptions) -> GateResult:
         from slsa_provenance.gate.images import verify_images
 
         keys = trusted_keys(options, policy)
-        reports = verify_images(options.images, keys, expected, options.environment)
+        reports = verify_images(options.images, keys, expected, options.agent)
         if signer is None or options.vsa is None or not all(r.passed for r in reports):
             return GateResult(None, reports, policy)
         summary = build_summary(_images_summary(options, policy, expected, reports), datetime.now(UTC))
@@ -134,7 +135,7 @@ def _vsa_signer(options: GateOptions) -> Signer | None:
         raise InputError(
             "a verification summary needs a signer", "pass --vsa-signer file:KEY.pem or a Key Vault key"
         )
-    return from_uri(options.vsa_signer, options.environment)
+    return from_uri(options.vsa_signer, options.agent)
 
 
 def _remove_earlier_summary(path: Path) -> None:
@@ -216,12 +217,12 @@ def _build_url(statement: dict[str, Any]) -> str:
 
 def trusted_keys(options: GateOptions, policy: Policy | None) -> list[PublicKey]:
     """The keys given, or the policy's; with both, each key given must be one of the policy's."""
-    given = [trusted_key(k, options.environment) for k in options.keys]
+    given = [trusted_key(k, options.agent) for k in options.keys]
     if policy is None:
         if not given:
             raise InputError("no trusted key given", "pass --key with the signer's public key, or --policy")
         return given
-    trusted = [trusted_key(k, options.environment) for k in policy.trusted_keys]
+    trusted = [trusted_key(k, options.agent) for k in policy.trusted_keys]
     allowed = {fingerprint(k) for k in trusted}
     for spec, key in zip(options.keys, given, strict=True):
         if fingerprint(key) not in allowed:

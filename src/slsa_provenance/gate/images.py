@@ -1,6 +1,6 @@
 """Verify an image by reference: find its attestations in the registry, verify each with every check.
 
-    >>> with Registries(os.environ) as registries:                                      # doctest: +SKIP
+    >>> with Registries(AgentRun()) as registries:                                      # doctest: +SKIP
     ...     report = verify_image(registries, parse_reference(ref), keys, Expectations())
     >>> report.passed, report.lines()[-1]
     (True, 'PASSED: myacr.azurecr.io/app@sha256:… (attestation sha256:…, signed by …)')
@@ -15,11 +15,12 @@ fails is named by its digest with the check that failed.
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 from slsa_provenance import untrusted
+from slsa_provenance.azure.agent import AgentRun
 from slsa_provenance.errors import Error, InputError
 from slsa_provenance.gate.checks import MAX_ENVELOPE, Artifact, Expectations, Report, run_checks
 from slsa_provenance.registry.attach import DSSE_MEDIA_TYPE
@@ -75,11 +76,11 @@ class ImageReport:
 
 
 def verify_images(
-    references: Sequence[str], keys: Sequence[PublicKey], expected: Expectations, env: Mapping[str, str]
+    references: Sequence[str], keys: Sequence[PublicKey], expected: Expectations, run: AgentRun
 ) -> list[ImageReport]:
     """Every image verified; raises InputError for a malformed reference."""
     parsed = [parse_reference(reference) for reference in references]
-    with Registries(env) as registries:
+    with Registries(run) as registries:
         return [verify_image(registries, reference, keys, expected) for reference in parsed]
 
 

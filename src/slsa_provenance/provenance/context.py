@@ -1,6 +1,6 @@
 """The run's context as the agent's predefined variables claim it.
 
-    >>> ctx = RunContext.from_environment(os.environ)   # doctest: +SKIP
+    >>> ctx = RunContext.from_variables(run.variables)   # doctest: +SKIP
     >>> ctx.server_url, ctx.build_id
     ('https://dev.azure.com/contoso', '836')
 
@@ -43,6 +43,9 @@ _OPTIONAL = {
     "agent_name": "AGENT_NAME",
     "agent_self_hosted": "AGENT_ISSELFHOSTED",
 }
+_JOB_NAMES = ("SYSTEM_JOBDISPLAYNAME", "SYSTEM_JOBNAME")
+VARIABLES = (*_REQUIRED.values(), *_OPTIONAL.values(), *_JOB_NAMES, "TF_BUILD")
+"""Every variable `RunContext.from_variables` reads."""
 _COMMIT = re.compile(r"^([0-9a-f]{40}|[0-9a-f]{64})$")
 _NUMBER = re.compile(r"^[0-9]+$")
 
@@ -102,16 +105,17 @@ class RunContext:
     """Every pipeline resource, resolved to its run."""
 
     @classmethod
-    def from_environment(cls, env: Mapping[str, str]) -> RunContext:
-        """Read the agent's variables. Raises InputError naming every missing or malformed one."""
-        missing = [name for name in _REQUIRED.values() if not env.get(name, "").strip()]
+    def from_variables(cls, variables: Mapping[str, str]) -> RunContext:
+        """From the agent's variables (`VARIABLES`). Raises InputError naming every missing or
+        malformed one."""
+        missing = [name for name in _REQUIRED.values() if not variables.get(name, "").strip()]
         if missing:
             raise InputError(
                 f"missing pipeline variable{'s' if len(missing) > 1 else ''} {', '.join(missing)}",
                 "run inside Azure Pipelines, or export these variables to describe the build",
             )
-        values: dict[str, Any] = {field: env[name].strip() for field, name in _REQUIRED.items()}
-        values |= {field: env.get(name, "").strip() for field, name in _OPTIONAL.items()}
+        values: dict[str, Any] = {field: variables[name].strip() for field, name in _REQUIRED.items()}
+        values |= {field: variables.get(name, "").strip() for field, name in _OPTIONAL.items()}
         values["source_version"] = values["source_version"].lower()
         for field in ("build_id", "definition_id", "job_attempt"):
             if not _NUMBER.match(values[field]):
@@ -124,11 +128,11 @@ class RunContext:
                 f"BUILD_SOURCEVERSION is {values['source_version']!r}, not a git commit id",
                 "provenance needs a git repository; TFVC and Subversion sources are not supported",
             )
-        job_name = env.get("SYSTEM_JOBDISPLAYNAME", "") or env.get("SYSTEM_JOBNAME", "")
+        job_name = variables.get(_JOB_NAMES[0], "") or variables.get(_JOB_NAMES[1], "")
         return cls(
             **values,
             job_name=job_name.strip(),
-            in_pipeline=env.get("TF_BUILD", "").lower() == "true",
+            in_pipeline=variables.get("TF_BUILD", "").lower() == "true",
         )
 
     @property

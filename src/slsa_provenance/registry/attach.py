@@ -1,6 +1,6 @@
 """Attach signed provenance to images in their registries, where cosign, Kyverno and gh find it.
 
-    >>> with Registries(os.environ) as registries:                                   # doctest: +SKIP
+    >>> with Registries(AgentRun()) as registries:                                   # doctest: +SKIP
     ...     attached = attach(registries, images, bundle, envelope, "referrers", created)
     >>> attached[0].referrer.digest
     'sha256:…'

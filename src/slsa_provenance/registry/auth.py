@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import base64
 import json
-import os
 import re
 import subprocess
 from collections.abc import Callable, Mapping
@@ -32,6 +31,7 @@ from urllib.parse import urlencode, urlsplit
 
 from slsa_provenance import untrusted
 from slsa_provenance.azure import vso
+from slsa_provenance.azure.agent import AgentRun
 from slsa_provenance.errors import Error, InputError
 from slsa_provenance.registry.reference import Response
 
@@ -66,11 +66,11 @@ class Login:
 class RegistryCredentials:
     """The credentials for one registry host, with the tokens obtained, cached by scope."""
 
-    def __init__(self, host: str, env: Mapping[str, str]) -> None:
-        self.host, self.env = host, env
+    def __init__(self, host: str, run: AgentRun) -> None:
+        self.host, self.run = host, run
         self._tokens: dict[str, dict[str, str]] = {}
         self._acr_refresh = ""
-        self._login: Login | None = docker_login(host, env)
+        self._login: Login | None = docker_login(host, run.docker_config)
 
     def cached(self, scope: str) -> dict[str, str]:
         return self._tokens.get(scope, {})
@@ -123,23 +123,21 @@ class RegistryCredentials:
     def _acr(self, realm: str) -> bool:
         """ACR's exchange: with the task's service connection, or outside a pipeline (where the
         machine's own Azure identity is the user's) for an `*.azurecr.io` host."""
-        connection = self.env.get("INPUT_AZURESUBSCRIPTION", "").strip()
-        in_pipeline = self.env.get("TF_BUILD", "").lower() == "true"
+        connection = self.run.service_connection
         return urlsplit(realm).path == "/oauth2/token" and (
-            bool(connection) or (self.host.endswith(ACR_DOMAINS) and not in_pipeline)
+            connection is not None or (self.host.endswith(ACR_DOMAINS) and not self.run.in_pipeline)
         )
 
     def _exchange(self, realm: str, service: str, send: Send) -> str:
         """Entra token → ACR refresh token, at the realm's origin."""
-        from slsa_provenance.azure.credentials import from_service_connection, service_connection_tenant
+        from slsa_provenance.azure.credentials import from_service_connection
 
-        entra = from_service_connection(self.env).get_token(ACR_SCOPE).token
+        entra = from_service_connection(self.run).get_token(ACR_SCOPE).token
         vso.set_secret(entra)
         parts = urlsplit(realm)
         form = {"grant_type": "access_token", "service": service, "access_token": entra}
-        tenant = service_connection_tenant(self.env)
-        if tenant:
-            form["tenant"] = tenant
+        if self.run.service_connection and self.run.service_connection.tenant:
+            form["tenant"] = self.run.service_connection.tenant
         response = send(
             "POST",
             f"{parts.scheme}://{parts.netloc}/oauth2/exchange",
@@ -193,11 +191,10 @@ def _token(value: object, host: str) -> str:
     return value
 
 
-def docker_login(host: str, env: Mapping[str, str]) -> Login | None:
-    """The docker CLI's login for `host`, or None. Raises InputError for an unreadable config."""
-    folder = env.get("DOCKER_CONFIG", "").strip()
-    home = env.get("HOME", "").strip() or os.path.expanduser("~")
-    path = Path(folder) / "config.json" if folder else Path(home) / ".docker" / "config.json"
+def docker_login(host: str, config_folder: Path) -> Login | None:
+    """The docker CLI's login for `host` in `config_folder` (DOCKER_CONFIG or ~/.docker), or None.
+    Raises InputError for an unreadable config."""
+    path = config_folder / "config.json"
     if not path.is_file():
         return None
     try:
@@ -215,7 +212,7 @@ def docker_login(host: str, env: Mapping[str, str]) -> Login | None:
     for name in names:
         helper = helpers.get(name) if isinstance(helpers, dict) else None
         if isinstance(helper, str) and helper:
-            return _from_helper(helper, name, env)
+            return _from_helper(helper, name)
     auths = config.get("auths") if isinstance(config.get("auths"), dict) else {}
     for key, entry in (auths or {}).items():
         if _auth_host(key) in names and isinstance(entry, dict):
@@ -225,7 +222,7 @@ def docker_login(host: str, env: Mapping[str, str]) -> Login | None:
     store = config.get("credsStore")
     if isinstance(store, str) and store:
         for name in names:
-            login = _from_helper(store, name, env, missing_ok=True)
+            login = _from_helper(store, name, missing_ok=True)
             if login:
                 return login
     return None
@@ -250,12 +247,13 @@ def _from_entry(entry: Mapping[str, Any]) -> Login | None:
     return login
 
 
-def _from_helper(helper: str, host: str, env: Mapping[str, str], missing_ok: bool = False) -> Login | None:
-    """`docker-credential-<helper> get`, given the host on stdin, as the docker CLI calls it."""
+def _from_helper(helper: str, host: str, missing_ok: bool = False) -> Login | None:
+    """`docker-credential-<helper> get`, given the host on stdin, as the docker CLI calls it (in the
+    step's own environment, as the docker CLI runs it in its own)."""
     program = f"docker-credential-{helper}"
     try:
         run = subprocess.run(  # noqa: S603 - the program name comes from the user's own docker config
-            [program, "get"], input=host.encode(), capture_output=True, timeout=60, check=False, env=dict(env)
+            [program, "get"], input=host.encode(), capture_output=True, timeout=60, check=False
         )
     except OSError as exc:
         raise InputError(

@@ -1,6 +1,6 @@
 """A small OCI distribution client (distribution-spec v1.1) over azure-core: one request per fact.
 
-    >>> with Registries(os.environ) as registries:                        # doctest: +SKIP
+    >>> with Registries(AgentRun.from_environment(os.environ)) as registries:   # doctest: +SKIP
     ...     repository = registries.repository(parse_reference("myacr.azurecr.io/app:v1"), push=True)
     ...     subject = repository.manifest_descriptor("v1")
     ...     layer = repository.push_blob(b"{}", "application/vnd.oci.empty.v1+json")
@@ -23,7 +23,7 @@ from typing import Any
 from urllib.parse import urljoin, urlsplit
 
 from slsa_provenance import untrusted
-from slsa_provenance.azure.transport import client_options
+from slsa_provenance.azure.agent import AgentRun
 from slsa_provenance.errors import Error, InputError
 from slsa_provenance.registry.auth import Challenge, RegistryCredentials
 from slsa_provenance.registry.reference import Descriptor, ImageReference, Response
@@ -50,7 +50,7 @@ PULL_REMEDY = (
 class Registries:
     """Connections to registries with one credential cache; a context manager that closes them."""
 
-    env: Mapping[str, str]
+    run: AgentRun
     requests: int = 0
     """HTTP exchanges sent, retries and redirects included."""
     _credentials: dict[str, RegistryCredentials] = field(default_factory=dict)
@@ -65,7 +65,7 @@ class Registries:
 
     def repository(self, reference: ImageReference, *, push: bool = False) -> Repository:
         credentials = self._credentials.setdefault(
-            reference.host, RegistryCredentials(reference.host, self.env)
+            reference.host, RegistryCredentials(reference.host, self.run)
         )
         return Repository(self, reference, credentials, push)
 
@@ -85,7 +85,7 @@ class Registries:
             raise InputError(f"refusing the plain-HTTP URL {url}", "registries are reached over HTTPS only")
         client = self._pipeline()
         request = HttpRequest(method, url, headers=dict(headers), content=body)
-        options = client_options(self.env)
+        options = self.run.http.client_options()
         try:
             response = client.send_request(
                 request,
@@ -131,7 +131,7 @@ class Registries:
                 def on_request(self, request: Any) -> None:  # every attempt: retries and redirects too
                     registries.requests += 1
 
-            options = client_options(self.env)
+            options = self.run.http.client_options()
             self._client = PipelineClient(
                 base_url="https://registry.invalid",
                 policies=[

@@ -1,6 +1,6 @@
 """Sign with an Azure Key Vault or Managed HSM key; the private key never leaves the vault.
 
-    >>> signer = KeyVaultSigner.from_uri("azurekms://contoso.vault.azure.net/slsa", env)  # doctest: +SKIP
+    >>> signer = KeyVaultSigner.from_uri("azurekms://contoso.vault.azure.net/slsa", run)  # doctest: +SKIP
     >>> signer.keyid
     'https://contoso.vault.azure.net/keys/slsa/0123456789abcdef0123456789abcdef'
 
@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import hashlib
 import re
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
@@ -23,8 +23,8 @@ from urllib.parse import parse_qs
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.hazmat.primitives.asymmetric.utils import encode_dss_signature
 
+from slsa_provenance.azure.agent import AgentRun
 from slsa_provenance.azure.credentials import from_service_connection
-from slsa_provenance.azure.transport import client_options
 from slsa_provenance.errors import Error, InputError
 from slsa_provenance.signing.keys import PublicKey, check_supported
 
@@ -70,14 +70,14 @@ class KeyVaultSigner:
         self._public, self._algorithm, self._half = _public_key(key.key, reference.algorithm)
 
     @classmethod
-    def from_uri(cls, uri: str, env: Mapping[str, str]) -> KeyVaultSigner:
+    def from_uri(cls, uri: str, run: AgentRun) -> KeyVaultSigner:
         """Resolve the key (and its current version). Raises Error with the cause and its remedy."""
         from azure.keyvault.keys import KeyClient
         from azure.keyvault.keys.crypto import CryptographyClient
 
         reference = KeyReference.parse(uri)
-        credential = from_service_connection(env)
-        options = client_options(env)
+        credential = from_service_connection(run)
+        options = run.http.client_options()
         with translate_errors(reference):
             key = KeyClient(reference.vault_url, credential, **options).get_key(
                 reference.name, reference.version or None

@@ -5,18 +5,19 @@
     >>> LocalSigner.from_file("keys/slsa-signing.key").keyid
     'sha256:5b1c...'
 
-An encrypted key's password is read from the SLSA_KEY_PASSWORD environment variable, never argv.
+An encrypted key's password comes from the SLSA_KEY_PASSWORD environment variable (read once, by
+AgentRun), never argv.
 """
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 from cryptography.exceptions import UnsupportedAlgorithm
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519, padding, rsa
 
+from slsa_provenance.azure.agent import KEY_PASSWORD_VARIABLE
 from slsa_provenance.errors import InputError
 from slsa_provenance.files import write_files
 from slsa_provenance.signing.keys import (
@@ -29,7 +30,6 @@ from slsa_provenance.signing.keys import (
 )
 
 PrivateKey = ec.EllipticCurvePrivateKey | rsa.RSAPrivateKey | ed25519.Ed25519PrivateKey
-PASSWORD_VARIABLE = "SLSA_KEY_PASSWORD"  # noqa: S105 (the variable's name)
 KEY_TYPES = ("ecdsa-p256", "ecdsa-p384", "rsa-3072", "ed25519")
 PRIVATE_NAME, PUBLIC_NAME = "slsa-signing.key", "slsa-signing.pub"
 
@@ -41,8 +41,9 @@ class LocalSigner:
         self._keyid = fingerprint(self._public)
 
     @classmethod
-    def from_file(cls, path: str) -> LocalSigner:
-        """Load a PEM private key. Raises InputError for a missing, malformed or unsupported key."""
+    def from_file(cls, path: str, password: str = "") -> LocalSigner:
+        """Load a PEM private key, decrypted with `password` (SLSA_KEY_PASSWORD) when it is encrypted.
+        Raises InputError for a missing, malformed or unsupported key."""
         if not path:
             raise InputError("signer 'file:' names no file", "use file:PATH to a PEM private key")
         try:
@@ -52,12 +53,11 @@ class LocalSigner:
                 f"cannot read signing key {path}: {exc.strerror}",
                 "create one with 'slsa-provenance keygen --out DIR'",
             ) from exc
-        password = os.environ.get(PASSWORD_VARIABLE)
         try:
             key = serialization.load_pem_private_key(pem, password.encode() if password else None)
         except TypeError as exc:
             raise InputError(
-                f"signing key {path} is encrypted", f"put its password in {PASSWORD_VARIABLE}"
+                f"signing key {path} is encrypted", f"put its password in {KEY_PASSWORD_VARIABLE}"
             ) from exc
         except (ValueError, UnsupportedAlgorithm) as exc:
             raise InputError(

@@ -1,6 +1,6 @@
 """Signers: one small interface, chosen by URI.
 
-    >>> signer = from_uri("file:keys/slsa-signing.key")   # doctest: +SKIP
+    >>> signer = from_uri("file:keys/slsa-signing.key", AgentRun())   # doctest: +SKIP
     >>> signature = signer.sign(pae_bytes)
 
 `file:PATH` a local PEM key; `azurekms://VAULT_HOST/KEY[/VERSION]`,
@@ -11,9 +11,9 @@ only when a Key Vault key is used.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
 from typing import Protocol
 
+from slsa_provenance.azure.agent import AgentRun
 from slsa_provenance.errors import InputError
 from slsa_provenance.signing.keys import PublicKey
 
@@ -35,8 +35,8 @@ UNSIGNED = "none"
 URI_FORMS = "file:PATH, azurekms://VAULT_HOST/KEY[/VERSION], https://VAULT.vault.azure.net/keys/KEY"
 
 
-def from_uri(uri: str, env: Mapping[str, str]) -> Signer:
-    """The signer a URI names; `env` holds the agent's variables (for Key Vault credentials).
+def from_uri(uri: str, run: AgentRun) -> Signer:
+    """The signer a URI names; `run` gives a local key's password and Key Vault's credentials.
 
     Raises InputError for a malformed URI or an unusable key, Error when Key Vault fails.
     """
@@ -44,22 +44,22 @@ def from_uri(uri: str, env: Mapping[str, str]) -> Signer:
     if uri.startswith("file:"):
         from slsa_provenance.signing.local import LocalSigner
 
-        return LocalSigner.from_file(uri.removeprefix("file:"))
+        return LocalSigner.from_file(uri.removeprefix("file:"), run.key_password)
     if uri.startswith(("azurekms://", "https://")):
         from slsa_provenance.signing.keyvault import KeyVaultSigner
 
-        return KeyVaultSigner.from_uri(uri, env)
+        return KeyVaultSigner.from_uri(uri, run)
     raise InputError(f"signer {uri!r} is not a signer URI", f"use one of: {URI_FORMS}, or none")
 
 
-def trusted_key(spec: str, env: Mapping[str, str]) -> PublicKey:
+def trusted_key(spec: str, run: AgentRun) -> PublicKey:
     """A verifier's trusted key: a PEM public key file, or a Key Vault key (its public half only).
 
     Raises InputError for an unreadable or unsupported key, Error when Key Vault fails.
     """
     spec = spec.strip()
     if spec.startswith(("azurekms://", "https://")):
-        return from_uri(spec, env).public_key()
+        return from_uri(spec, run).public_key()
     from pathlib import Path
 
     from slsa_provenance.files import read_limited
