@@ -291,6 +291,7 @@ class AzureStack:
     with `domain`, their URLs name entra.DOMAIN, ado.DOMAIN and vault.DOMAIN instead."""
 
     def __init__(self, ca, vault_keys, domain: str = "") -> None:  # type: ignore[no-untyped-def]
+        from agent import Endpoint
         from fakes import AzureDevOps, Entra, KeyVault
 
         self.entra = Entra(ca, TENANT_ID, CLIENT_ID)
@@ -301,25 +302,34 @@ class AzureStack:
             server.start()
         self.kids = {name: self.vault.add_key(name, key) for name, key in vault_keys.items()}
         collection = self.ado.collection
-        connection = CONNECTION_ID.upper()
-        self.env: dict[str, str] = {
+        self.variables: dict[str, str] = {
             **PIPELINE_ENV,
             "TF_BUILD": "True",
             "SYSTEM_COLLECTIONURI": collection,
             "BUILD_REPOSITORY_URI": f"{collection}web/_git/web",
-            "ENDPOINT_URL_SYSTEMVSSCONNECTION": collection,
-            "ENDPOINT_AUTH_SCHEME_SYSTEMVSSCONNECTION": "OAuth",
-            "ENDPOINT_AUTH_PARAMETER_SYSTEMVSSCONNECTION_ACCESSTOKEN": ACCESS_TOKEN,
-            "INPUT_AZURESUBSCRIPTION": CONNECTION_ID,
-            f"ENDPOINT_URL_{connection}": "https://management.azure.com/",
-            f"ENDPOINT_AUTH_SCHEME_{connection}": "WorkloadIdentityFederation",
-            f"ENDPOINT_AUTH_PARAMETER_{connection}_TENANTID": TENANT_ID,
-            f"ENDPOINT_AUTH_PARAMETER_{connection}_SERVICEPRINCIPALID": CLIENT_ID,
-            f"ENDPOINT_DATA_{connection}_ACTIVEDIRECTORYAUTHORITY": self.entra.url,
-            f"ENDPOINT_DATA_{connection}_ENVIRONMENT": "AzureCloud",
+        }
+        """The job's variables, in their environment form."""
+        self.endpoints = [
+            Endpoint("SystemVssConnection", collection, "OAuth", {"AccessToken": ACCESS_TOKEN}),
+            Endpoint(
+                CONNECTION_ID,
+                "https://management.azure.com/",
+                "WorkloadIdentityFederation",
+                {"TenantId": TENANT_ID, "ServicePrincipalId": CLIENT_ID},
+                {"ActiveDirectoryAuthority": self.entra.url, "Environment": "AzureCloud"},
+            ),
+        ]
+        self.process = {
             "REQUESTS_CA_BUNDLE": str(ca.ca_pem),
             "NO_PROXY": "127.0.0.1,localhost",
             "SLSA_HTTP_RETRIES": "1",
+        }
+        """The agent process's own environment that reaches the step: the local servers' CA, no proxy."""
+        self.env: dict[str, str] = {
+            **self.variables,
+            **{k: v for endpoint in self.endpoints for k, v in endpoint.environment().items()},
+            "INPUT_AZURESUBSCRIPTION": CONNECTION_ID,
+            **self.process,
         }
         self.ado.bodies["build/builds/836"] = build_body(self.env)
         self.ado.bodies["build/definitions/12"] = definition_body(self.env)

@@ -12,12 +12,15 @@ import struct
 import subprocess
 import sys
 import sysconfig
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from conftest import PIPELINE_ENV, REPO, AzureStack, shared_ref, write_sbom
+import agent
+from agent import AgentJob, Endpoint, StepResult
+from conftest import REPO, AzureStack, shared_ref, write_sbom
 
 pytestmark = pytest.mark.integration
 TASK = "SlsaProvenanceV1"
@@ -172,42 +175,66 @@ def tool_cache(tmp_path: Path) -> tuple[Path, str]:
     real = Path(os.path.realpath(sys.executable))
     version = ".".join(map(str, sys.version_info[:3]))
     bin_dir = tmp_path / "tools" / "Python" / version / "x64" / "bin"
-    bin_dir.mkdir(parents=True)
-    (bin_dir / "python3").symlink_to(real)
+    bin_dir.mkdir(parents=True, exist_ok=True)
+    if not (bin_dir / "python3").is_symlink():
+        (bin_dir / "python3").symlink_to(real)
     return tmp_path / "tools", str(bin_dir)
 
 
 def run_step(
-    extension: Path, env: dict[str, str], *, offline: bool = True, wrap: list[str] | None = None
-) -> subprocess.CompletedProcess[str]:
-    node = shutil.which("node")
-    assert node, "node is needed to run the task's entry"
-    command = [*(wrap or []), node, str(extension / TASK / "index.js")]
-    if (
-        offline
-        and shutil.which("unshare")
-        and subprocess.run(["unshare", "-rn", "true"], check=False).returncode == 0
-    ):
-        command = ["unshare", "-rn", *command]  # a network namespace with no interface at all
-    return subprocess.run(command, env=env, capture_output=True, text=True, timeout=120, check=False)
+    extension: Path, env: Mapping[str, str], *, offline: bool = True, wrap: Sequence[str] = ()
+) -> StepResult:
+    return agent.run_step(extension / TASK, env, offline=offline, wrap=wrap)
 
 
-def step_env(tmp_path: Path, drop: Path, **inputs: str) -> dict[str, str]:
+def step_env(
+    tmp_path: Path,
+    drop: Path | None,
+    *,
+    endpoints: Sequence[Endpoint] = (),
+    variables: Mapping[str, str] | None = None,
+    process: Mapping[str, str] | None = None,
+    **inputs: str,
+) -> dict[str, str]:
+    """What the agent hands the step of a job in `tmp_path`: its inputs (`dropFolder` is `drop`; None
+    leaves it at its default) formed as the agent forms them, and a PATH and PYTHONPATH an earlier step
+    poisoned."""
     tools, bin_dir = tool_cache(tmp_path)
     evil = tmp_path / "prepended"
-    evil.mkdir()
+    evil.mkdir(exist_ok=True)
     (evil / "python3").write_text("#!/bin/sh\necho HIJACKED\nexit 0\n")
     (evil / "python3").chmod(0o755)
-    return {
-        **PIPELINE_ENV,
-        "TF_BUILD": "True",
-        "PATH": os.pathsep.join([str(evil), bin_dir, "/usr/bin", "/bin"]),
-        "AGENT_TOOLSDIRECTORY": str(tools),
-        "AGENT_TEMPDIRECTORY": str(tmp_path),
-        "PYTHONPATH": str(evil),
-        "INPUT_DROPFOLDER": str(drop),
-        **{f"INPUT_{k.upper()}": v for k, v in inputs.items()},
-    }
+    job = AgentJob(
+        tmp_path,
+        variables={
+            "AGENT_TOOLSDIRECTORY": str(tools),
+            "AGENT_TEMPDIRECTORY": str(tmp_path),
+            **(variables or {}),
+        },
+        endpoints=endpoints,
+        process={
+            "PATH": os.pathsep.join([str(evil), bin_dir, "/usr/bin", "/bin"]),
+            "PYTHONPATH": str(evil),
+            **(process or {}),
+        },
+    )
+    return job.environment({**({"dropFolder": str(drop)} if drop else {}), **inputs})
+
+
+def azure_step_env(azure: AzureStack, tmp_path: Path, drop: Path, **inputs: str) -> dict[str, str]:
+    """A step of a job whose collection, Entra and Key Vault are the local stack, using its service
+    connection."""
+    from conftest import CONNECTION_ID
+
+    return step_env(
+        tmp_path,
+        drop,
+        endpoints=azure.endpoints,
+        variables=azure.variables,
+        process=azure.process,
+        azureSubscription=CONNECTION_ID,
+        **inputs,
+    )
 
 
 def completion(stdout: str) -> str:
@@ -257,20 +284,14 @@ def test_the_packaged_step_generates_offline(extension: Path, drop: Path, tmp_pa
 def test_the_packaged_step_signs_with_key_vault_and_confirms_with_the_server(
     extension: Path, drop: Path, tmp_path: Path, azure: AzureStack
 ) -> None:
-    env = {
-        **step_env(
-            tmp_path,
-            drop,
-            command="generate",
-            signingMethod="keyVault",
-            keyVaultKey=f"https://127.0.0.1:{azure.vault.port}/keys/rsa",
-        ),
-        **{
-            k: v
-            for k, v in azure.env.items()
-            if k.startswith(("ENDPOINT_", "INPUT_", "SYSTEM_", "BUILD_", "REQUESTS_", "NO_PROXY", "SLSA_"))
-        },
-    }
+    env = azure_step_env(
+        azure,
+        tmp_path,
+        drop,
+        command="generate",
+        signingMethod="keyVault",
+        keyVaultKey=f"https://127.0.0.1:{azure.vault.port}/keys/rsa",
+    )
     result = run_step(extension, env, offline=False)
     assert completion(result.stdout).startswith("##vso[task.complete result=Succeeded]"), (
         result.stdout + result.stderr
@@ -339,18 +360,14 @@ def test_no_secret_leaks_from_the_packaged_step(
         "SLSA_KEY_PASSWORD": "local-key-password-never-used-0815",
     }
     env = {
-        **step_env(
+        **azure_step_env(
+            azure,
             tmp_path,
             drop,
             command="generate",
             signingMethod="keyVault",
             keyVaultKey=f"https://127.0.0.1:{azure.vault.port}/keys/p256",
         ),
-        **{
-            k: v
-            for k, v in azure.env.items()
-            if k.startswith(("ENDPOINT_", "INPUT_", "SYSTEM_", "BUILD_", "REQUESTS_", "NO_PROXY", "SLSA_"))
-        },
         **unrelated,
     }
     trace = tmp_path / "execve.log"

@@ -16,6 +16,7 @@ from pathlib import Path
 import pytest
 from build import BUDGET, size_report
 
+from agent import StepResult
 from conftest import REPO, built_vsix
 from test_extension import TASK, completion, payload_manifest, run_step, step_env
 
@@ -108,7 +109,7 @@ def packaged_env(tmp_path: Path, drop: Path, key: Path, python: str | None = Non
     return env
 
 
-def succeeded(result: subprocess.CompletedProcess[str]) -> bool:
+def succeeded(result: StepResult) -> bool:
     return completion(result.stdout).startswith("##vso[task.complete result=Succeeded]")
 
 
@@ -133,16 +134,11 @@ def cached(tmp_path: Path) -> list[Path]:
 def test_two_jobs_unpacking_at_once_leave_one_whole_cache(
     extension: Path, drop: Path, tmp_path: Path, key_files
 ) -> None:  # type: ignore[no-untyped-def]
-    env = packaged_env(tmp_path, drop, key_files["ed25519"][0])
     second = tmp_path / "second"
     shutil.copytree(drop, second)
-    results: list[subprocess.CompletedProcess[str]] = []
-    jobs = [
-        threading.Thread(
-            target=lambda d=d: results.append(run_step(extension, {**env, "INPUT_DROPFOLDER": str(d)}))
-        )
-        for d in (drop, second)
-    ]
+    envs = [packaged_env(tmp_path, d, key_files["ed25519"][0]) for d in (drop, second)]
+    results: list[StepResult] = []
+    jobs = [threading.Thread(target=lambda env=env: results.append(run_step(extension, env))) for env in envs]
     for job in jobs:
         job.start()
     for job in jobs:

@@ -19,7 +19,8 @@ from urllib.parse import quote
 
 import pytest
 
-from conftest import REPO, AzureStack, run_cli
+from agent import StepResult
+from conftest import CONNECTION_ID, REPO, AzureStack, run_cli
 from fakes import HttpsServer
 from proxy_names import DOMAIN
 from slsa_provenance.azure import vso
@@ -207,14 +208,22 @@ def packaged_step_env(
     named: AzureStack, proxy: Proxy, drop: Path, tmp_path: Path, **agent: str
 ) -> dict[str, str]:
     key = f"https://{hostport(named.vault)}/keys/p256"
-    env = step_env(tmp_path, drop, command="generate", signingMethod="keyVault", keyVaultKey=key)
-    agent_like = ("ENDPOINT_", "INPUT_", "SYSTEM_", "BUILD_", "AGENT_", "SLSA_")
-    env.update((k, v) for k, v in named.env.items() if k.startswith(agent_like))
-    env.update(agent_proxy(proxy, **agent))
-    return env
+    return step_env(
+        tmp_path,
+        drop,
+        endpoints=named.endpoints,
+        variables={**named.variables, **agent_proxy(proxy, **agent)},
+        process={"SLSA_HTTP_RETRIES": named.process["SLSA_HTTP_RETRIES"]},
+        azureSubscription=CONNECTION_ID,
+        command="generate",
+        signingMethod="keyVault",
+        keyVaultKey=key,
+    )
 
 
-def printed_outside_setsecret(result: subprocess.CompletedProcess[str], secret: str) -> list[str]:
+def printed_outside_setsecret(
+    result: StepResult | subprocess.CompletedProcess[str], secret: str
+) -> list[str]:
     lines = (result.stdout + result.stderr).splitlines()
     return [
         line for line in lines if "task.setsecret" not in line and (secret in line or quote(secret) in line)
@@ -229,7 +238,7 @@ def test_the_packaged_step_goes_only_through_the_proxy_and_never_shows_the_passw
     env = packaged_step_env(named, proxy, drop, tmp_path)
     trace = tmp_path / "execve.log"
     wrap = ["strace", "-f", "-qq", "-e", "trace=execve", "-s", "65536", "-o", str(trace)]
-    result = run_step(extension, env, offline=False, wrap=wrap if shutil.which("strace") else None)
+    result = run_step(extension, env, offline=False, wrap=wrap if shutil.which("strace") else ())
     assert completion(result.stdout).startswith("##vso[task.complete result=Succeeded]"), (
         result.stdout + result.stderr
     )

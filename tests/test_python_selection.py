@@ -15,6 +15,7 @@ from pathlib import Path
 
 import pytest
 
+from agent import StepResult
 from test_extension import TASK, completion, run_step, step_env
 
 pytestmark = pytest.mark.integration
@@ -86,9 +87,7 @@ def unsigned_step_env(tmp_path: Path, drop: Path) -> dict[str, str]:
     )
 
 
-def run_with(
-    extension: Path, tmp_path: Path, drop: Path, tools: Path, dirs: list[str]
-) -> subprocess.CompletedProcess[str]:
+def run_with(extension: Path, tmp_path: Path, drop: Path, tools: Path, dirs: list[str]) -> StepResult:
     env = unsigned_step_env(tmp_path, drop)
     env["AGENT_TOOLSDIRECTORY"] = str(tools)
     env["PATH"] = os.pathsep.join([*dirs, "/usr/bin", "/bin"])

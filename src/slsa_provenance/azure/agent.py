@@ -35,6 +35,9 @@ _TOKEN_VARIABLES = (
     "SYSTEM_ACCESSTOKEN",
     "SECRET_SYSTEM_ACCESSTOKEN",
 )
+FILE_PATH_INPUTS = ("dropFolder", "localKeyFile", "sbomFile", "provenanceFile", "policyFile")
+"""The inputs task.json declares `type: filePath` (tests/test_agent_run.py holds the two together)."""
+_DEFAULT_ROOTS = ("SYSTEM_DEFAULTWORKINGDIRECTORY", "BUILD_SOURCESDIRECTORY", "SYSTEM_ARTIFACTSDIRECTORY")
 _JOB_VARIABLES = ("SYSTEM_TEAMPROJECTID", "SYSTEM_HOSTTYPE", "SYSTEM_PLANID", "SYSTEM_JOBID")
 
 
@@ -43,7 +46,22 @@ class TaskInputs:
     """The task's inputs by name (case-insensitive, as `INPUT_<NAME>` is)."""
 
     values: Mapping[str, str] = field(default_factory=dict)
-    """Upper-case input name → value, stripped."""
+    """Upper-case input name → value, stripped; '' for a filePath input that was not given."""
+
+    @classmethod
+    def from_environment(cls, env: Mapping[str, str]) -> TaskInputs:
+        """The agent roots every `filePath` input at the default working directory, so one left empty
+        arrives as that folder (the sources; in a classic release, the artifacts): such a value means
+        "not given", as azure-pipelines-task-lib's `filePathSupplied()` decides, and is read as ''."""
+        roots = {_comparable(env[name]) for name in _DEFAULT_ROOTS if env.get(name, "").strip()}
+        file_paths = {name.upper() for name in FILE_PATH_INPUTS}
+        values = {name[6:].upper(): value.strip() for name, value in env.items() if name.startswith("INPUT_")}
+        return cls(
+            {
+                name: "" if name in file_paths and value and _comparable(value) in roots else value
+                for name, value in values.items()
+            }
+        )
 
     def text(self, name: str, default: str = "") -> str:
         return self.values.get(name.upper(), "") or default
@@ -200,11 +218,11 @@ class AgentRun:
         def get(name: str) -> str:
             return env.get(name, "").strip()
 
-        inputs = {name[6:].upper(): value.strip() for name, value in env.items() if name.startswith("INPUT_")}
-        connection = inputs.get(CONNECTION_INPUT.upper(), "")
+        inputs = TaskInputs.from_environment(env)
+        connection = inputs.text(CONNECTION_INPUT)
         docker_folder, home = get("DOCKER_CONFIG"), get("HOME") or os.path.expanduser("~")
         return cls(
-            inputs=TaskInputs(inputs),
+            inputs=inputs,
             variables={name: env[name] for name in RUN_VARIABLES if name in env},
             system=SystemConnection(
                 url=get("ENDPOINT_URL_SYSTEMVSSCONNECTION"),
@@ -234,3 +252,8 @@ class AgentRun:
             ),
             key_password=env.get(KEY_PASSWORD_VARIABLE, ""),
         )
+
+
+def _comparable(path: str) -> str:
+    """`path` as the file system compares it: no trailing separator, and on Windows any case."""
+    return os.path.normcase(os.path.normpath(path.strip()))
