@@ -145,3 +145,35 @@ def test_a_key_that_is_not_pem_is_told_what_is(tmp_path: Path) -> None:
         f"error: {junk} is not a PEM public key: pass a PEM public key: EC P-256/P-384/P-521, "
         "RSA (2048 bits or more) or Ed25519\n"
     )
+
+
+def synopsis_flags() -> dict[str, set[str]]:
+    """The options docs/cli.md's synopsis shows, per command."""
+    page = (REPO / "docs" / "cli.md").read_text()
+    block = page.split("```\n", 2)[1]
+    shown: dict[str, set[str]] = {}
+    command = ""
+    for line in block.splitlines():
+        if line.startswith("slsa-provenance "):
+            command = line.split()[1]
+        shown.setdefault(command, set()).update(re.findall(r"(--[a-z][a-z0-9-]*)", line))
+    return shown
+
+
+def test_the_cli_page_shows_every_option_and_only_real_ones() -> None:
+    from slsa_provenance.cli import _parser
+
+    commands = next(a for a in _parser()._actions if a.choices and "verify" in a.choices).choices
+    shown = synopsis_flags()
+    assert set(shown) == {"generate", "verify", "keygen"}
+    for name, flags in shown.items():
+        real = {o for o in commands[name]._option_string_actions if o.startswith("--") and o != "--help"}
+        assert flags == real, f"docs/cli.md's synopsis of {name}"
+
+
+def test_every_slsa_variable_the_docs_name_is_read() -> None:
+    source = "\n".join(path.read_text() for path in PACKAGE.rglob("*.py"))
+    tests = "\n".join(path.read_text() for path in (REPO / "tests").glob("*.py"))
+    for page in [REPO / "README.md", REPO / "overview.md", *(REPO / "docs").rglob("*.md")]:
+        for name in set(re.findall(r"\bSLSA_[A-Z_]*[A-Z]\b", page.read_text())):
+            assert f'"{name}"' in source or f'"{name}"' in tests, f"{page.name} names {name}"
