@@ -96,6 +96,14 @@ def test_an_abbreviated_option_is_refused_and_named_in_full() -> None:
     assert "unrecognized option --sign: did you mean --signer?" in result.stderr
 
 
+def test_a_mistyped_option_before_the_command_gets_the_closest_too() -> None:
+    result = run_cli("--verison")
+    assert result.returncode == 2
+    assert result.stderr.endswith(
+        "slsa-provenance: error: unrecognized option --verison: did you mean --version?\n"
+    )
+
+
 def test_an_option_like_no_other_points_at_the_help() -> None:
     result = run_cli("keygen", "--out", "k", "--zzzz")
     assert result.returncode == 2

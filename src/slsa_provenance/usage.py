@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import difflib
+import sys
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, NoReturn
@@ -139,7 +140,13 @@ class Parser(argparse.ArgumentParser):
     def parse_known_args(  # type: ignore[override]
         self, args: Sequence[str] | None = None, namespace: argparse.Namespace | None = None
     ) -> tuple[argparse.Namespace, list[str]]:
-        parsed, extras = super().parse_known_args(args, namespace)
+        given = sys.argv[1:] if args is None else list(args)
+        for word in given:  # the options before the first plain word are this parser's own
+            if not word.startswith("-") or word == "--":
+                break
+            if word.split("=", 1)[0] not in self._option_string_actions:
+                self.unknown_option(word.split("=", 1)[0])
+        parsed, extras = super().parse_known_args(given, namespace)
         for extra in extras:
             if extra.startswith("-") and extra != "-":
                 self.unknown_option(extra.split("=", 1)[0])
