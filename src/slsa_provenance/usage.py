@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import difflib
 import sys
+import textwrap
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, NoReturn
@@ -50,7 +51,7 @@ class Help:
 
     def parser_options(self) -> dict[str, Any]:
         """The keyword arguments that give a parser this help."""
-        return {"description": self.description, "epilog": self.epilog()}
+        return {"description": textwrap.fill(self.description, 100), "epilog": self.epilog()}
 
 
 TOP = Help(
@@ -58,7 +59,7 @@ TOP = Help(
     description="Signed SLSA v1.0 provenance for Azure Pipelines builds: generate it after the build, "
     "verify it at a deployment gate.",
     examples="  slsa-provenance keygen --out keys\n"
-    "  slsa-provenance generate --drop drop --signer file:keys/slsa-signing.key\n"
+    "  slsa-provenance generate --drop drop --signer file:keys/slsa-signing.key --pipeline-file ci.yml\n"
     "  slsa-provenance verify --provenance drop/_manifest/slsa_1.0/provenance.intoto.jsonl \\\n"
     "      --key keys/slsa-signing.pub --artifact drop\n"
     "  slsa-provenance COMMAND --help     (what each command reads)",
@@ -73,7 +74,9 @@ GENERATE = Help(
     "run is described by the agent's predefined variables; inside a pipeline the Azure DevOps REST API "
     "confirms them.",
     examples="  slsa-provenance generate --drop $BUILD_ARTIFACTSTAGINGDIRECTORY \\\n"
-    "      --signer https://contoso-kv.vault.azure.net/keys/slsa-provenance",
+    "      --signer https://contoso-kv.vault.azure.net/keys/slsa-provenance\n"
+    "  slsa-provenance generate --drop drop --signer file:keys/slsa-signing.key --pipeline-file ci.yml\n"
+    "      (outside a pipeline, with the run's variables exported: demo/agent-env.sh shows them)",
     environment=f"""\
   SLSA_SIGNER           the default of --signer
   SLSA_KEY_PASSWORD     the password of an encrypted --signer file: key
