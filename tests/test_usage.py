@@ -185,3 +185,14 @@ def test_every_slsa_variable_the_docs_name_is_read() -> None:
     for page in [REPO / "README.md", REPO / "overview.md", *(REPO / "docs").rglob("*.md")]:
         for name in set(re.findall(r"\bSLSA_[A-Z_]*[A-Z]\b", page.read_text())):
             assert f'"{name}"' in source or f'"{name}"' in tests, f"{page.name} names {name}"
+
+
+def test_a_signing_key_that_is_not_pem_is_told_what_is(drop: Path, tmp_path: Path) -> None:
+    junk = tmp_path / "junk.key"
+    junk.write_text("not a key\n")
+    result = generate_cli(drop, junk)
+    assert result.returncode == 2
+    assert result.stderr == (
+        f"error: signing key {junk} is not a usable PEM private key (or the password is wrong): pass a PEM "
+        "private key: EC P-256/P-384/P-521, RSA (2048 bits or more) or Ed25519\n"
+    )
