@@ -39,7 +39,7 @@ STAGE = BUILD / "extension"
 TASK_FOLDER = "SlsaProvenanceV1"
 LOCK = ROOT / "packaging" / "runtime.lock"
 TARGETS = json.loads((ROOT / "packaging" / "targets.json").read_text())
-# Azure DevOps Server's and the Marketplace's default package limit (README, "Package size").
+# Azure DevOps Server's and the Marketplace's default package limit (docs/package.md, "Package size").
 BUDGET = 26_214_400
 CONTRIBUTORS = 8
 _WHEEL = re.compile(r"^(?P<name>[^-]+)-(?P<version>[^-]+)-.*\.whl$")

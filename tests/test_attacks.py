@@ -238,7 +238,7 @@ ENVELOPE_ATTACKS: dict[str, tuple[Callable[[LocalSigner], bytes], str]] = {
                 serverConfirmed="true"
             )
         ),
-        "(11) confirmation: serverConfirmed: got 'true', expected True",
+        '(11) confirmation: serverConfirmed: got "true", expected true',
     ),
 }
 

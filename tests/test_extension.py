@@ -7,6 +7,7 @@ import base64
 import hashlib
 import json
 import os
+import re
 import shutil
 import struct
 import subprocess
@@ -59,7 +60,8 @@ def test_the_package_holds_what_the_marketplace_needs(extension: Path) -> None:
 
 
 def test_the_repository_top_level_is_the_design_card_s() -> None:
-    """task.json at the root, every icon and its source in icons/, each top-level folder in the README."""
+    """task.json at the root, every icon and its source in icons/, each top-level folder in the layout
+    section of docs/development.md."""
     tracked = subprocess.run(
         ["git", "ls-files"], cwd=REPO, capture_output=True, text=True, check=False
     ).stdout.splitlines()
@@ -68,10 +70,10 @@ def test_the_repository_top_level_is_the_design_card_s() -> None:
     assert "task.json" in tracked and "vss-extension.json" in tracked
     images = [p for p in tracked if p.endswith((".png", ".svg", ".ico"))]
     assert sorted(images) == ["icons/extension-icon.png", "icons/icon.svg", "icons/task-icon.png"]
-    layout = (REPO / "README.md").read_text().split("## Layout", 1)[1].split("\n## ", 1)[0]
+    layout = (REPO / "docs" / "development.md").read_text().split("## Layout", 1)[1].split("\n## ", 1)[0]
     folders = {p.split("/", 1)[0] for p in tracked if "/" in p and not p.startswith(".")}
     for folder in sorted(folders):
-        assert f"\n{folder}/" in layout, f"README.md's layout section does not list {folder}/"
+        assert f"\n{folder}/" in layout, f"docs/development.md's layout section does not list {folder}/"
 
 
 def test_manifests_match_their_schemas() -> None:
@@ -86,19 +88,23 @@ def test_manifests_match_their_schemas() -> None:
 
 
 def test_the_manifests_link_to_the_repository_its_license_and_the_task_s_documentation() -> None:
+    """Get started (the Marketplace) and helpUrl (every pipeline log) land on the README's YAML."""
+    from markdown_links import slug
+
     extension = json.loads((REPO / "vss-extension.json").read_text())
     repository = extension["repository"]["uri"]
     links = {name: link["uri"] for name, link in extension["links"].items()}
     assert links["license"] == f"{repository}/blob/main/LICENSE" and (REPO / "LICENSE").is_file()
     assert links["support"] == f"{repository}/issues"
     help_url = json.loads((REPO / "task.json").read_text())["helpUrl"]
+    assert links["getstarted"] == help_url
     page, _, anchor = help_url.partition("#")
     assert page == repository
     sections = {
-        "-".join(section.split("\n", 1)[0].lower().replace(",", "").split()): section
-        for section in (REPO / "README.md").read_text().split("\n## ")[1:]
+        slug(section.split("\n", 1)[0]): section
+        for section in (REPO / "README.md").read_text().split("\n## ")
     }
-    assert "| `command` |" in sections[anchor]  # the section with the inputs table
+    assert "```yaml\n" in sections[anchor] and "- task: SlsaProvenance@1" in sections[anchor]
 
 
 def test_every_input_has_help_a_label_and_a_group_that_exists() -> None:
@@ -339,10 +345,17 @@ def test_bad_inputs_fail_the_step_with_one_message(
     assert "Traceback" not in result.stdout + result.stderr
 
 
-def test_the_readme_documents_every_input() -> None:
-    readme = (REPO / "README.md").read_text()
-    for item in json.loads((REPO / "task.json").read_text())["inputs"]:
-        assert f"| `{item['name']}` |" in readme, f"README.md lacks the input {item['name']}"
+def test_the_inputs_page_documents_every_input_and_output() -> None:
+    page = (REPO / "docs" / "inputs.md").read_text()
+    inputs = page.split("## Inputs", 1)[1].split("\n## ", 1)[0]
+    outputs = page.split("## Output variables", 1)[1].split("\n## ", 1)[0]
+    task = json.loads((REPO / "task.json").read_text())
+    for item in task["inputs"]:
+        assert f"| `{item['name']}` |" in inputs, f"docs/inputs.md lacks the input {item['name']}"
+    for item in task["outputVariables"]:
+        assert f"| `{item['name']}` |" in outputs, f"docs/inputs.md lacks the output {item['name']}"
+    rows = re.findall(r"^\| `(\w+)` \|", inputs + outputs, flags=re.MULTILINE)
+    assert sorted(rows) == sorted(i["name"] for i in task["inputs"] + task["outputVariables"])
 
 
 def test_no_secret_leaks_from_the_packaged_step(

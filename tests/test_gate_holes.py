@@ -94,7 +94,7 @@ def test_unconfirmed_provenance_is_refused_unless_allowed(drop: Path, key_files)
     refused = verify(drop / OUTPUT, public, *pinned)
     assert refused.returncode == 1
     assert refused.stdout.splitlines()[0] == (
-        "FAILED: README.txt: (11) confirmation: serverConfirmed: got False, expected True (the run's "
+        "FAILED: README.txt: (11) confirmation: serverConfirmed: got false, expected true (the run's "
         "claims were not confirmed by the server; allow it only with --allow-unconfirmed)"
     )
     allowed = verify(drop / OUTPUT, public, *pinned, "--allow-unconfirmed")

@@ -127,7 +127,7 @@ def test_sigstore_js_verifies_our_bundle_offline(key_files, tmp_path: Path, key_
 
 def test_sigstore_js_hashes_dsse_with_sha256_whatever_the_curve(key_files, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
     """A known limit of @sigstore/verify 3.1.1 (DSSE verified with Node's default SHA-256): a P-384
-    ES384 envelope, valid for us and securesystemslib, is refused. Hence the README's advice to use
+    ES384 envelope, valid for us and securesystemslib, is refused. Hence docs/azure-setup.md's advice to use
     P-256 or RSA keys where Sigstore tooling must verify the bundle."""
     signer = LocalSigner.from_file(str(key_files["ecdsa-p384"][0]))
     envelope = dsse.sign(PAYLOAD, dsse.PAYLOAD_TYPE, signer)

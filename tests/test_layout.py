@@ -18,7 +18,7 @@ LAYERS = [
     {"gate"},
     {"generate"},
     {"step"},
-    {"cli", "__main__"},
+    {"cli", "usage", "__main__"},
 ]
 
 

@@ -196,7 +196,7 @@ def test_a_policy_passes_and_gives_the_builder_s_level(
             {"sbom": False},
             "(10) sbom: no SBOM byproduct is recorded, and the policy requires one",
         ),
-        ({}, {"confirmed": False}, "(11) confirmation: serverConfirmed: got False, expected True"),
+        ({}, {"confirmed": False}, "(11) confirmation: serverConfirmed: got false, expected true"),
     ],
 )
 def test_each_rule_fails_with_its_check(

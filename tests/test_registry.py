@@ -180,7 +180,7 @@ def test_attach_writes_the_spec_shaped_referrer_and_tag_index_and_verifies_by_re
     elapsed = time.monotonic() - started
     assert code == 0, out + err
     assert f"PASSED: {image} (referrer {_digest(referrer)}, signed by " in out
-    assert elapsed < 5  # the process included; the README reports the measured figure
+    assert elapsed < 5  # the process included; docs/images.md reports the measured figure
 
     code, out, err = generate(
         acr, private, tmp_path / "again", "--drop", str(drop), "--image", image, "--attach"

@@ -17,7 +17,7 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
-from slsa_provenance import __version__
+from slsa_provenance import __version__, usage
 from slsa_provenance.azure import vso
 from slsa_provenance.azure.agent import AgentRun
 from slsa_provenance.errors import Error, InputError
@@ -39,13 +39,11 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="slsa-provenance", description="SLSA v1.0 provenance for Azure Pipelines builds."
-    )
+    parser = usage.Parser(prog="slsa-provenance", **usage.TOP.parser_options())
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     commands = parser.add_subparsers(required=True, metavar="COMMAND")
 
-    gen = commands.add_parser("generate", help="hash a drop and write signed provenance into it")
+    gen = commands.add_parser("generate", help=usage.GENERATE.summary, **usage.GENERATE.parser_options())
     gen.add_argument(
         "--drop",
         type=Path,
@@ -141,7 +139,7 @@ def _parser() -> argparse.ArgumentParser:
     )
     gen.set_defaults(run=_generate)
 
-    ver = commands.add_parser("verify", help="check provenance before deploying its artifacts")
+    ver = commands.add_parser("verify", help=usage.VERIFY.summary, **usage.VERIFY.parser_options())
     ver.add_argument("--provenance", type=Path, metavar="FILE", help="the .intoto.jsonl envelope")
     ver.add_argument(
         "--image",
@@ -155,9 +153,10 @@ def _parser() -> argparse.ArgumentParser:
         "--key",
         action="append",
         default=[],
-        metavar="PEM",
-        help="a trusted public key; repeatable (any one may verify, for rotation); with --policy, "
-        "one of the policy's",
+        metavar="KEY",
+        help="a trusted public key: a PEM file, or a Key Vault key (https://VAULT.vault.azure.net/keys/KEY"
+        " or azurekms://..., public half only); repeatable (any one may verify, for rotation); with "
+        "--policy, one of the policy's",
     )
     ver.add_argument(
         "--policy",
@@ -210,10 +209,10 @@ def _parser() -> argparse.ArgumentParser:
     )
     ver.set_defaults(run=_verify)
 
-    step = commands.add_parser("task", help="run as the SlsaProvenance@1 pipeline step (reads INPUT_*)")
+    step = commands.add_parser("task", help=usage.TASK.summary, **usage.TASK.parser_options())
     step.set_defaults(run=_task)
 
-    key = commands.add_parser("keygen", help="create a local signing key pair")
+    key = commands.add_parser("keygen", help=usage.KEYGEN.summary, **usage.KEYGEN.parser_options())
     key.add_argument("--out", type=Path, required=True, metavar="DIR", help="folder for the key pair")
     key.add_argument("--type", default="ecdsa-p256", choices=KEY_TYPES)
     key.add_argument("--force", action="store_true", help="overwrite an existing key pair")

@@ -189,8 +189,8 @@ def _check_confirmed(statement: dict[str, Any], expected: Expectations) -> bool:
     if not expected.allow_unconfirmed:
         raise VerificationError(
             "(11) confirmation",
-            f"serverConfirmed: got {value!r}, expected True (the run's claims were not confirmed by "
-            "the server; allow it only with --allow-unconfirmed)",
+            f"serverConfirmed: got {json.dumps(value)}, expected true (the run's claims were not confirmed "
+            "by the server; allow it only with --allow-unconfirmed)",
         )
     return False
 

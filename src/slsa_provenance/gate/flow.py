@@ -28,6 +28,7 @@ from slsa_provenance.gate.checks import MAX_ENVELOPE, Expectations, Report, run_
 from slsa_provenance.gate.policy import Policy, load_policy
 from slsa_provenance.gate.vsa import VERIFIER_ID, Summary, build_summary, write_summary
 from slsa_provenance.provenance.hashing import sha256_file
+from slsa_provenance.provenance.sbom import sbom_file
 from slsa_provenance.provenance.statement import canonical_json
 from slsa_provenance.signing.keys import PublicKey, fingerprint
 from slsa_provenance.signing.signers import UNSIGNED, Signer, from_uri, trusted_key
@@ -93,8 +94,14 @@ def verify_gate(options: GateOptions) -> GateResult:
     if options.vsa is not None:
         _remove_earlier_summary(options.vsa)
     provenance = options.provenance
-    if (provenance is None) == (not options.images):
-        raise InputError("verify needs either --provenance or --image", "pass one of them")
+    if provenance is not None and options.images:
+        raise InputError(
+            "--provenance and --image cannot be used together (--image reads each image's provenance "
+            "from its registry)",
+            "verify the images with --image alone, and a provenance file in a run of its own",
+        )
+    if provenance is None and not options.images:
+        raise InputError("nothing to verify", "pass --provenance FILE, or --image REF for an image")
     if options.images and (options.artifacts or options.digests):  # they would go unchecked
         raise InputError(
             "--artifact and --digest are checked against --provenance, never with --image",
@@ -254,7 +261,7 @@ def expectations(options: GateOptions, policy: Policy | None = None) -> Expectat
         source_uri=options.source_uri,
         source_ref=options.source_ref,
         commit=options.commit,
-        sbom_sha256=sha256_file(options.sbom)[0] if options.sbom else None,
+        sbom_sha256=sha256_file(sbom_file(options.sbom))[0] if options.sbom else None,
         allow_unconfirmed=policy.allow_unconfirmed if policy is not None else options.allow_unconfirmed,
         builders=policy.builders if policy is not None else None,
         repositories=policy.repositories if policy is not None else None,

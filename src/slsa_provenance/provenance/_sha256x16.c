@@ -14,7 +14,7 @@
  *
  * Why: a drop of many small files is bound by SHA-256 itself. One message at a time, even with
  * the SHA extensions, a core does about 1.8 GB/s; 32 in the lanes of two registers do about 6
- * (measured on the same core, see the README's performance section). The rounds are FIPS 180-4
+ * (measured on the same core, see docs/performance.md). The rounds are FIPS 180-4
  * section 6.2.2 as written; tests compare every result with hashlib. In C rather than Python
  * too: the loops that stat, open, read and check each file, so that a small file costs its
  * system calls and little more.

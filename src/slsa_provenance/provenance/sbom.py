@@ -42,13 +42,20 @@ class Sbom:
         return ResourceDescriptor(name=self.name, digest={"sha256": self.sha256}, media_type=SPDX_MEDIA_TYPE)
 
 
+def sbom_file(given: Path) -> Path:
+    """`given`, when it is a file. Raises InputError for a folder or a missing file."""
+    remedy = "pass the manifest.spdx.json file that sbom-tool wrote (in _manifest/spdx_2.2/)"
+    if given.is_dir():
+        raise InputError(f"SBOM {given} is a folder, not a file", remedy)
+    if not given.is_file():
+        raise InputError(f"SBOM {given} does not exist", remedy)
+    return given
+
+
 def find_sboms(drop: Path, given: Path | None = None, *, check_sidecar: bool = True) -> list[Sbom]:
     """The SBOM given, or every sbom-tool SBOM in the drop. Raises InputError for an unusable one."""
     if given is not None:
-        if not given.is_file():
-            raise InputError(
-                f"SBOM {given} does not exist", "pass the manifest.spdx.json that sbom-tool wrote"
-            )
+        sbom_file(given)
         name = (
             given.resolve().relative_to(drop.resolve()).as_posix()
             if given.resolve().is_relative_to(drop.resolve())

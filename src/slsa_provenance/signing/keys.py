@@ -58,7 +58,7 @@ def load_public_key(pem: bytes, where: str) -> PublicKey:
     try:
         key = serialization.load_pem_public_key(pem)
     except (ValueError, UnsupportedAlgorithm) as exc:
-        raise InputError(f"{where} is not a PEM public key", f"pass a {SUPPORTED} key") from exc
+        raise InputError(f"{where} is not a PEM public key", f"pass a PEM public key: {SUPPORTED}") from exc
     return check_supported(key, where)
 
 

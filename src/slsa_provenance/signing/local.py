@@ -62,7 +62,7 @@ class LocalSigner:
         except (ValueError, UnsupportedAlgorithm) as exc:
             raise InputError(
                 f"signing key {path} is not a usable PEM private key (or the password is wrong)",
-                f"pass a {SUPPORTED} private key in PEM",
+                f"pass a PEM private key: {SUPPORTED}",
             ) from exc
         if not isinstance(key, ec.EllipticCurvePrivateKey | rsa.RSAPrivateKey | ed25519.Ed25519PrivateKey):
             raise InputError(f"signing key {path} is a {type(key).__name__}", f"use {SUPPORTED}")
