@@ -18,12 +18,21 @@ from typing import Any
 import pytest
 from cryptography.hazmat.primitives.asymmetric import ec
 
-from conftest import COMMIT, PIPELINE_ENV
+from conftest import COMMIT, PIPELINE_ENV, shared_ref
 from slsa_provenance.gate.artifacts import folder_artifacts
 from slsa_provenance.gate.checks import Artifact, Builder, Expectations, check_artifacts, run_checks
+from slsa_provenance.gate.flow import GateOptions, GateResult, verify_gate
 from slsa_provenance.provenance.context import RunContext
-from slsa_provenance.provenance.statement import Subject, build_statement, canonical_json
+from slsa_provenance.provenance.sbom import SBOM_NAMES
+from slsa_provenance.provenance.statement import (
+    SPDX_MEDIA_TYPE,
+    ResourceDescriptor,
+    Subject,
+    build_statement,
+    canonical_json,
+)
 from slsa_provenance.signing import dsse
+from slsa_provenance.signing.keys import public_key_pem
 from slsa_provenance.signing.local import LocalSigner
 
 APP = b"app v1\n"
@@ -562,3 +571,130 @@ def test_provenance_shipped_in_the_folder(
         shipped = next(line for line in lines if line.startswith("FAILED"))
         assert shipped.startswith("FAILED: _manifest/slsa_1.0/provenance."), shipped
         assert shipped.endswith("holds another envelope than the provenance file verified"), shipped
+
+
+def gate(tmp_path: Path, signer: LocalSigner, document: Statement, **options: Any) -> GateResult:
+    """verify_gate of `document`, signed by the trusted key, with `options` (artifacts, vsa, ...)."""
+    provenance = tmp_path / "verified.intoto.jsonl"
+    if not provenance.exists():
+        provenance.write_bytes(dsse.Envelope.from_json(signed_json(signer, document)).to_json())
+    options = {"provenance": provenance, "keys": [str(tmp_path / "trusted.pub")], **options}
+    (tmp_path / "trusted.pub").write_bytes(public_key_pem(signer.public_key()))
+    return verify_gate(GateOptions(environment={}, **options))
+
+
+IMAGE = "myacr.azurecr.io/team/app"
+
+# (the files the folder holds, the subjects signed, a line expected, whether everything passes)
+COMPLETENESS: dict[str, tuple[dict[str, bytes], dict[str, str], str, bool]] = {
+    "HOLE a subject deleted from the folder (a security config, say)": (
+        {"bin/app": APP},
+        {"bin/app": APP_SHA, "etc/policy.conf": hashlib.sha256(b"deny all\n").hexdigest()},
+        "FAILED: etc/policy.conf: (9) subject: etc/policy.conf is missing from",
+        False,
+    ),
+    "HOLE every subject deleted, only the SBOM left": (
+        {"_manifest/spdx_2.2/manifest.spdx.json": b"{}"},
+        {"bin/app": APP_SHA},
+        "FAILED: bin/app: (9) subject: bin/app is missing from",
+        False,
+    ),
+    "an image subject beside the files is not looked for in the folder": (
+        {"bin/app": APP},
+        {"bin/app": APP_SHA, IMAGE: "c" * 64},
+        "PASSED: bin/app",
+        True,
+    ),
+    "a file named like an image, under a folder named like a registry, is a file": (
+        {"bin/app": APP, "myacr.azurecr.io/other": b"x"},
+        {"bin/app": APP_SHA, IMAGE: "c" * 64, "myacr.azurecr.io/other": hashlib.sha256(b"x").hexdigest()},
+        f"FAILED: {IMAGE}: (9) subject: {IMAGE} is missing from",
+        False,
+    ),
+}
+
+
+@pytest.mark.parametrize("attack", COMPLETENESS, ids=list(COMPLETENESS))
+def test_a_folder_must_hold_every_file_subject(tmp_path: Path, signer: LocalSigner, attack: str) -> None:
+    files, subjects, line, passes = COMPLETENESS[attack]
+    folder = tmp_path / "drop"
+    for name, data in files.items():
+        _write(name, data)(folder)
+    byproducts = [
+        ResourceDescriptor(
+            name=n, digest={"sha256": hashlib.sha256(d).hexdigest()}, media_type=SPDX_MEDIA_TYPE
+        )
+        for n, d in files.items()
+        if n in SBOM_NAMES
+    ]
+    document = statement(**subjects)
+    document["predicate"]["runDetails"]["byproducts"] = [b.to_json() for b in byproducts]
+    result = gate(tmp_path, signer, document, artifacts=[folder])
+    assert any(text.startswith(line) for text in result.lines()), result.lines()
+    assert result.passed == passes, result.lines()
+
+
+REAL_SBOMS = {
+    "sbom-tool's sample, sidecar matching": ("sbom-tool/samples/_manifest/spdx_2.2", ""),
+    "sbom-tool 1.5.1, a final newline added after (the sidecar no longer matches)": (
+        "sbom/sbom-tool-1.5.1-source-drop/_manifest/spdx_2.2",
+        "(10) sbom: _manifest/spdx_2.2/manifest.spdx.json.sha256 does not match "
+        "_manifest/spdx_2.2/manifest.spdx.json: sha256 got 6ca7a68b",
+    ),
+    "the manifest task's UTF-16LE sidecar, the SBOM reformatted after": (
+        "sbom/ado-manifest-task-2.1.14-repo-drop/_manifest/spdx_2.2",
+        "(10) sbom: _manifest/spdx_2.2/manifest.spdx.json.sha256 does not match "
+        "_manifest/spdx_2.2/manifest.spdx.json: sha256 got e73bd577",
+    ),
+}
+
+
+@pytest.mark.parametrize("case", REAL_SBOMS, ids=list(REAL_SBOMS))
+def test_hole_sidecars_must_match_the_sbom_beside_them(
+    tmp_path: Path, signer: LocalSigner, case: str
+) -> None:
+    """The gate allowed any `.sha256` in `_manifest/` and never read it."""
+    source, error = REAL_SBOMS[case]
+    folder = tmp_path / "drop"
+    _write("bin/app", APP)(folder)
+    for name in ("manifest.spdx.json", "manifest.spdx.json.sha256"):
+        data = shared_ref(f"{source}/{name}").read_bytes()
+        _write(f"_manifest/spdx_2.2/{name}", data)(folder)
+    sbom = (folder / SBOM_NAMES[0]).read_bytes()
+    document = statement()
+    document["predicate"]["runDetails"]["byproducts"] = [
+        {
+            "name": SBOM_NAMES[0],
+            "digest": {"sha256": hashlib.sha256(sbom).hexdigest()},
+            "mediaType": SPDX_MEDIA_TYPE,
+        }
+    ]
+    result = gate(tmp_path, signer, document, artifacts=[folder])
+    failed = [line for line in result.lines() if line.startswith("FAILED")]
+    if not error:
+        assert result.passed, result.lines()
+    else:
+        assert failed == [f"FAILED: {SBOM_NAMES[0]}.sha256: {failed[0].split(': ', 2)[2]}"], failed
+        assert failed[0].split(": ", 2)[2].startswith(error), failed
+
+
+@pytest.mark.parametrize(
+    ("sidecar", "error"),
+    [
+        (b"not a digest", "does not hold a SHA-256 digest"),
+        (None, "describes _manifest/spdx_2.2/manifest.spdx.json, which is not there"),
+    ],
+)
+def test_a_sidecar_without_a_digest_or_without_its_sbom_is_refused(
+    tmp_path: Path, signer: LocalSigner, sidecar: bytes | None, error: str
+) -> None:
+    folder = tmp_path / "drop"
+    _write("bin/app", APP)(folder)
+    _write(f"{SBOM_NAMES[0]}.sha256", sidecar or b"a" * 64)(folder)
+    if sidecar is not None:
+        _write(SBOM_NAMES[0], b"{}")(folder)
+    result = gate(tmp_path, signer, statement(), artifacts=[folder])
+    assert not result.passed
+    assert any(
+        error in line for line in result.lines() if line.startswith(f"FAILED: {SBOM_NAMES[0]}.sha256")
+    ), result.lines()

@@ -25,6 +25,7 @@ from typing import Any
 from slsa_provenance import globs, untrusted
 from slsa_provenance.errors import InputError, VerificationError
 from slsa_provenance.provenance.statement import BUILD_TYPE, PREDICATE_TYPE, SPDX_MEDIA_TYPE, STATEMENT_TYPE
+from slsa_provenance.registry.reference import parse_reference
 from slsa_provenance.signing import bundle, dsse
 from slsa_provenance.signing.keys import PublicKey
 
@@ -71,6 +72,8 @@ class Artifact:
     byproduct of this name (the SBOM in a folder's `_manifest/`)."""
     refused: str = ""
     """Why the gate refuses it before any digest is compared (a folder symlink, a stray file)."""
+    folder: str = ""
+    """The folder (--artifact DIR) it was found in: every file subject must be found there too."""
 
 
 @dataclass(frozen=True)
@@ -303,12 +306,35 @@ def check_artifacts(statement: dict[str, Any], artifacts: Sequence[Artifact]) ->
         by_digest.setdefault(subject[1], subject[0])
         by_name[subject[0]] = subject[1]
     byproducts = dict(_entries(_byproducts(statement)))
-    return [
+    results = [
         ArtifactResult(artifact, error=artifact.refused)
         if artifact.refused
         else _check_artifact(artifact, by_digest, by_name, byproducts)
         for artifact in artifacts
     ]
+    for folder in dict.fromkeys(a.folder for a in artifacts if a.folder):
+        found = {a.name for a in artifacts if a.folder == folder}
+        results += [
+            ArtifactResult(
+                Artifact(name, sha256, BY_NAME, folder=folder),
+                error=f"(9) subject: {name} is missing from {folder} (the provenance names it: a "
+                "deployment of this folder would lack it)",
+            )
+            for name, sha256 in by_name.items()
+            if name not in found and not _image_subject(name, sha256, found)
+        ]
+    return results
+
+
+def _image_subject(name: str, sha256: str, found: set[str]) -> bool:
+    """An image (REGISTRY/REPO) rather than a file: the name is an image's, and the folder holds
+    nothing below its registry's name (a file under a folder named like a registry stays a file)."""
+    try:
+        parse_reference(f"{name}@sha256:{sha256}")
+    except InputError:
+        return False
+    registry = name.split("/", 1)[0] + "/"
+    return not any(other.startswith(registry) for other in found)
 
 
 def _check_artifact(
