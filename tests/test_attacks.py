@@ -18,7 +18,7 @@ from typing import Any
 import pytest
 from cryptography.hazmat.primitives.asymmetric import ec
 
-from conftest import COMMIT, PIPELINE_ENV, shared_ref
+from conftest import COMMIT, PIPELINE_ENV, run_cli, shared_ref
 from slsa_provenance.gate.artifacts import folder_artifacts
 from slsa_provenance.gate.checks import Artifact, Builder, Expectations, check_artifacts, run_checks
 from slsa_provenance.gate.flow import GateOptions, GateResult, verify_gate
@@ -698,3 +698,162 @@ def test_a_sidecar_without_a_digest_or_without_its_sbom_is_refused(
     assert any(
         error in line for line in result.lines() if line.startswith(f"FAILED: {SBOM_NAMES[0]}.sha256")
     ), result.lines()
+
+
+def _vsa_at(name: str) -> Callable[[Path], Path]:
+    return lambda tmp: tmp / name
+
+
+# Where --vsa points (given the test's folder); each is an input the gate reads, refused with exit 2,
+# and left as it was.
+VSA_OVER_INPUTS: dict[str, Callable[[Path], Path]] = {
+    "HOLE the provenance": _vsa_at("verified.intoto.jsonl"),
+    "HOLE the trusted key": _vsa_at("trusted.pub"),
+    "HOLE the summary signer's private key": _vsa_at("vsa.key"),
+    "HOLE the policy": _vsa_at("policy.yml"),
+    "HOLE the SBOM given": _vsa_at("sbom.json"),
+    "HOLE an artifact file": _vsa_at("app"),
+    "HOLE a file inside an artifact folder": _vsa_at("drop/bin/app"),
+    "HOLE a new file inside an artifact folder": _vsa_at("drop/vsa.intoto.jsonl"),
+    "HOLE the provenance by another path": lambda tmp: tmp / "drop" / ".." / "verified.intoto.jsonl",
+    "HOLE the provenance by a hard link": lambda tmp: (
+        os.link(tmp / "verified.intoto.jsonl", tmp / "hard"),
+        tmp / "hard",
+    )[1],
+    "HOLE a file that is not a summary (a stranger's)": lambda tmp: (
+        (tmp / "notes.txt").write_text("keep me"),
+        tmp / "notes.txt",
+    )[1],
+    "a symbolic link to a new file": lambda tmp: ((tmp / "link").symlink_to(tmp / "new"), tmp / "link")[1],
+}
+
+
+@pytest.mark.parametrize("target", VSA_OVER_INPUTS, ids=list(VSA_OVER_INPUTS))
+def test_the_summary_never_overwrites_an_input(
+    tmp_path: Path, signer: LocalSigner, key_files: dict[str, tuple[Path, Path]], target: str
+) -> None:
+    from slsa_provenance.errors import InputError
+
+    folder = tmp_path / "drop"
+    _write("bin/app", APP)(folder)
+    _write("app", APP)(tmp_path)
+    _write("sbom.json", b"{}")(tmp_path)
+    _write("vsa.key", key_files["ed25519"][0].read_bytes())(tmp_path)
+    (tmp_path / "trusted.pub").write_bytes(public_key_pem(signer.public_key()))
+    (tmp_path / "policy.yml").write_text("trustedKeys: [trusted.pub]\nallowUnconfirmed: false\n")
+    gate(tmp_path, signer, statement(), artifacts=[folder])  # writes the provenance
+    vsa = VSA_OVER_INPUTS[target](tmp_path)
+    before = {p: p.read_bytes() for p in tmp_path.rglob("*") if p.is_file()}
+    with pytest.raises(InputError, match=r"^--vsa ") as refused:
+        gate(
+            tmp_path,
+            signer,
+            statement(),
+            artifacts=[folder, tmp_path / "app"],
+            sbom=tmp_path / "sbom.json",
+            policy=tmp_path / "policy.yml",
+            vsa=vsa,
+            vsa_signer=f"file:{tmp_path / 'vsa.key'}",
+        )
+    assert refused.value.exit_code == 2 and refused.value.remedy
+    assert {p: p.read_bytes() for p in tmp_path.rglob("*") if p.is_file()} == before
+
+
+def test_only_an_earlier_summary_is_removed_and_a_new_one_lands_whole(
+    tmp_path: Path, signer: LocalSigner, key_files: dict[str, tuple[Path, Path]]
+) -> None:
+    folder = tmp_path / "drop"
+    _write("bin/app", APP)(folder)
+    vsa = tmp_path / "out" / "vsa.intoto.jsonl"
+    options = {"artifacts": [folder], "vsa": vsa, "vsa_signer": f"file:{key_files['ed25519'][0]}"}
+    assert gate(tmp_path, signer, statement(), **options).passed and vsa.is_file()
+    earlier = vsa.read_bytes()
+    _write("bin/app", b"tampered")(folder)
+    assert not gate(tmp_path, signer, statement(), **options).passed
+    assert not vsa.exists(), "the earlier summary would stand for this failed run"
+    _write("bin/app", APP)(folder)
+    vsa.write_bytes(earlier)
+    assert gate(tmp_path, signer, statement(), **options).passed
+    assert [p.name for p in vsa.parent.iterdir()] == ["vsa.intoto.jsonl"]  # no temporary left
+
+
+def _provenance_file(tmp_path: Path, signer: LocalSigner, document: Statement, keyid: str = "") -> Path:
+    signed = envelope(signer, canonical_json(document))
+    if keyid:
+        signed["signatures"][0]["keyid"] = keyid  # not signed: anyone may write anything there
+    (tmp_path / "trusted.pub").write_bytes(public_key_pem(signer.public_key()))
+    path = tmp_path / "verified.intoto.jsonl"
+    path.write_text(json.dumps(signed))
+    return path
+
+
+def test_hole_an_abbreviated_flag_is_refused_not_completed(tmp_path: Path, signer: LocalSigner) -> None:
+    """`--allow` was taken as --allow-unconfirmed: a typo widened the gate."""
+    provenance = _provenance_file(tmp_path, signer, statement())
+    _write("app", APP)(tmp_path)
+    base = (
+        "verify",
+        "--provenance",
+        provenance,
+        "--key",
+        tmp_path / "trusted.pub",
+        "--artifact",
+        tmp_path / "app",
+    )
+    assert run_cli(*base).returncode == 0
+    for abbreviated in (["--allow"], ["--prov", provenance], ["--artifac", tmp_path / "app"]):
+        result = run_cli(*base, *abbreviated)
+        assert result.returncode == 2 and f"unrecognized arguments: {abbreviated[0]}" in result.stderr, result
+
+
+VSO = "##vso[task.setvariable variable=DEPLOY_APPROVED]yes"
+
+
+def test_hole_names_printed_by_the_cli_cannot_become_logging_commands(
+    tmp_path: Path, signer: LocalSigner
+) -> None:
+    folder = tmp_path / "drop"
+    _write(f"bin/x{VSO}", APP)(folder)
+    provenance = _provenance_file(tmp_path, signer, statement(**{f"bin/x{VSO}": APP_SHA}))
+    key = tmp_path / "trusted.pub"
+    runs = {
+        "a file name": run_cli("verify", "--provenance", provenance, "--key", key, "--artifact", folder),
+        "a missing artifact's name": run_cli(
+            "verify", "--provenance", provenance, "--key", key, "--artifact", tmp_path / VSO
+        ),
+        "an unknown flag": run_cli("verify", f"--{VSO}"),
+        "a key file's name": run_cli(
+            "verify", "--provenance", provenance, "--key", tmp_path / VSO, "--digest", "x"
+        ),
+    }
+    assert runs["a file name"].returncode == 0, runs["a file name"]
+    assert "PASSED: bin/x##vso\u200b[task.setvariable" in runs["a file name"].stdout
+    for what, result in runs.items():
+        lines = (result.stdout + result.stderr).splitlines()
+        assert lines and not any("##vso[" in line for line in lines), (what, lines)
+
+
+def test_hole_the_key_id_output_is_the_trusted_keys_never_the_envelopes(
+    tmp_path: Path, signer: LocalSigner, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The envelope's keyid is not signed: the step output and the CLI named whatever it said."""
+    from slsa_provenance import step
+    from slsa_provenance.signing.keys import fingerprint
+
+    forged = "https://prod.vault.azure.net/keys/release-signing/0123456789abcdef"
+    provenance = _provenance_file(tmp_path, signer, statement(), keyid=forged)
+    _write("app", APP)(tmp_path)
+    step.main(
+        {
+            "AGENT_TEMPDIRECTORY": str(tmp_path),
+            "INPUT_COMMAND": "verify",
+            "INPUT_PROVENANCEFILE": str(provenance),
+            "INPUT_TRUSTEDKEYS": str(tmp_path / "trusted.pub"),
+            "INPUT_ARTIFACTS": str(tmp_path / "app"),
+        }
+    )
+    out = capsys.readouterr().out
+    assert "##vso[task.complete result=Succeeded]" in out, out
+    trusted = fingerprint(signer.public_key())
+    assert f"##vso[task.setvariable variable=keyId]{trusted}\n" in out
+    assert forged not in out

@@ -183,12 +183,13 @@ def test_a_failed_check_leaves_no_earlier_summary_behind(tmp_path: Path, key_fil
     arguments = ["verify", "--provenance", provenance, "--key", key_files["ecdsa-p256"][1]]
     arguments += ["--artifact", drop, "--vsa", output, "--vsa-signer", f"file:{key_files['ed25519'][0]}"]
     assert run_cli(*arguments).returncode == 0 and output.is_file()
+    earlier = output.read_bytes()
     (drop / "bin" / "app").write_bytes(b"app2")
     result = run_cli(*arguments)
     assert result.returncode == 1 and "FAILED: bin/app" in result.stdout
     assert not output.exists(), "the passing run's summary would stand for the failed one"
     assert run_cli(*arguments).returncode == 1 and not output.exists()
-    output.write_text("an earlier summary")
+    output.write_bytes(earlier)
     unusable_signer = [*arguments[:-1], f"file:{tmp_path / 'missing.pem'}"]
     assert run_cli(*unusable_signer).returncode == 2
     assert not output.exists(), "a run that fails on its input must not leave an earlier summary either"

@@ -16,6 +16,7 @@ import sys
 import time
 from collections.abc import Sequence
 from pathlib import Path
+from typing import IO
 
 from slsa_provenance import __version__
 from slsa_provenance.azure import vso
@@ -30,21 +31,37 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         return int(args.run(args))
     except Error as exc:
-        print(f"error: {exc.diagnostics()}", file=sys.stderr)
+        _say(f"error: {exc.diagnostics()}", error=True)
         return exc.exit_code
     except KeyboardInterrupt:
-        print("error: interrupted; nothing was written", file=sys.stderr)
+        _say("error: interrupted; nothing was written", error=True)
         return 1
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse whose messages (usage errors quote what was typed) cannot become `##vso` commands."""
+
+    def _print_message(self, message: str, file: IO[str] | None = None) -> None:
+        super()._print_message(vso.neutralize(message) if message else message, file)
+
+
+def _say(text: str, *, error: bool = False) -> None:
+    """Print one line of output; names in it (files, images, keys) cannot become `##vso` commands."""
+    print(vso.neutralize(text), file=sys.stderr if error else sys.stdout)
+
+
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="slsa-provenance", description="SLSA v1.0 provenance for Azure Pipelines builds."
+    parser = _Parser(
+        prog="slsa-provenance",
+        description="SLSA v1.0 provenance for Azure Pipelines builds.",
+        allow_abbrev=False,
     )
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     commands = parser.add_subparsers(required=True, metavar="COMMAND")
 
-    gen = commands.add_parser("generate", help="hash a drop and write signed provenance into it")
+    gen = commands.add_parser(
+        "generate", allow_abbrev=False, help="hash a drop and write signed provenance into it"
+    )
     gen.add_argument(
         "--drop",
         type=Path,
@@ -140,7 +157,9 @@ def _parser() -> argparse.ArgumentParser:
     )
     gen.set_defaults(run=_generate)
 
-    ver = commands.add_parser("verify", help="check provenance before deploying its artifacts")
+    ver = commands.add_parser(
+        "verify", allow_abbrev=False, help="check provenance before deploying its artifacts"
+    )
     ver.add_argument("--provenance", type=Path, metavar="FILE", help="the .intoto.jsonl envelope")
     ver.add_argument(
         "--image",
@@ -209,10 +228,12 @@ def _parser() -> argparse.ArgumentParser:
     )
     ver.set_defaults(run=_verify)
 
-    step = commands.add_parser("task", help="run as the SlsaProvenance@1 pipeline step (reads INPUT_*)")
+    step = commands.add_parser(
+        "task", allow_abbrev=False, help="run as the SlsaProvenance@1 pipeline step (reads INPUT_*)"
+    )
     step.set_defaults(run=_task)
 
-    key = commands.add_parser("keygen", help="create a local signing key pair")
+    key = commands.add_parser("keygen", allow_abbrev=False, help="create a local signing key pair")
     key.add_argument("--out", type=Path, required=True, metavar="DIR", help="folder for the key pair")
     key.add_argument("--type", default="ecdsa-p256", choices=KEY_TYPES)
     key.add_argument("--force", action="store_true", help="overwrite an existing key pair")
@@ -235,9 +256,9 @@ def _generate(args: argparse.Namespace) -> int:
             "a Key Vault key, or --signer none for unsigned provenance",
         )
     if args.signer.strip() == "none":
-        print(
+        _say(
             "WARNING: --signer none: the provenance will be UNSIGNED and no verifier will accept it",
-            file=sys.stderr,
+            error=True,
         )
     images = bool(args.image or args.docker_output)
     drop = args.drop or (None if images else _env_path("BUILD_ARTIFACTSTAGINGDIRECTORY"))
@@ -265,28 +286,28 @@ def _generate(args: argparse.Namespace) -> int:
         on_progress=_TerminalProgress(started),
     )
     for warning in result.warnings:
-        print(f"WARNING: {warning}", file=sys.stderr)
+        _say(f"WARNING: {warning}", error=True)
     size = sum(s.size for s in result.subjects)
     ctx = result.context
     confirmed = "confirmed by the server" if ctx.server_confirmed else "NOT confirmed by the server"
     files = len(result.subjects) - len(result.images)
     if drop:
-        print(f"subjects:  {files} files, {_bytes(size)} hashed in {time.monotonic() - started:.1f} s")
+        _say(f"subjects:  {files} files, {_bytes(size)} hashed in {time.monotonic() - started:.1f} s")
     for image in result.images:
-        print(f"image:     {image.reference.name}@{image.manifest.digest}")
-    print(f"source:    {ctx.repository_uri}@{ctx.source_branch} {ctx.source_version} ({confirmed})")
+        _say(f"image:     {image.reference.name}@{image.manifest.digest}")
+    _say(f"source:    {ctx.repository_uri}@{ctx.source_branch} {ctx.source_version} ({confirmed})")
     for sbom in result.sboms:
-        print(f"sbom:      {sbom.name} sha256:{sbom.sha256}")
-    print(f"signed by: {result.keyid or 'nobody (UNSIGNED)'}")
-    print(f"statement: sha256:{result.statement_sha256}")
-    print(f"wrote:     {result.envelope_path}")
+        _say(f"sbom:      {sbom.name} sha256:{sbom.sha256}")
+    _say(f"signed by: {result.keyid or 'nobody (UNSIGNED)'}")
+    _say(f"statement: sha256:{result.statement_sha256}")
+    _say(f"wrote:     {result.envelope_path}")
     if result.bundle_path:
-        print(f"           {result.bundle_path} (Sigstore bundle v0.3)")
+        _say(f"           {result.bundle_path} (Sigstore bundle v0.3)")
     for attached in result.attached:
-        print(f"attached:  {attached.line()}")
+        _say(f"attached:  {attached.line()}")
     if result.images:
         resolving, attaching = result.registry_requests
-        print(f"registry:  {resolving} HTTP requests to resolve, {attaching} to attach")
+        _say(f"registry:  {resolving} HTTP requests to resolve, {attaching} to attach")
     return 0
 
 
@@ -296,10 +317,10 @@ class _TerminalProgress:
 
     def __call__(self, progress: Progress) -> None:
         if time.monotonic() - self.started >= 2 and progress.files_done < progress.files_total:
-            print(
+            _say(
                 f"hashing: {progress.files_done}/{progress.files_total} files, "
                 f"{_bytes(progress.bytes_done)} of {_bytes(progress.bytes_total)}",
-                file=sys.stderr,
+                error=True,
             )
 
 
@@ -338,9 +359,9 @@ def _verify(args: argparse.Namespace) -> int:
         )
     )
     for line in result.lines():
-        print(line)
+        _say(line)
     if result.vsa_path:
-        print(f"verification summary: {result.vsa_path}", file=sys.stderr)
+        _say(f"verification summary: {result.vsa_path}", error=True)
     return 0 if result.passed else 1
 
 
@@ -354,6 +375,6 @@ def _keygen(args: argparse.Namespace) -> int:
     from slsa_provenance.signing.local import write_key_pair
 
     private_path, public_path = write_key_pair(args.out, args.type, force=args.force)
-    print(f"private key: {private_path} (mode 0600; keep it secret)")
-    print(f"public key:  {public_path} (give this to verifiers)")
+    _say(f"private key: {private_path} (mode 0600; keep it secret)")
+    _say(f"public key:  {public_path} (give this to verifiers)")
     return 0

@@ -49,7 +49,7 @@ class Inputs:
 def main(env: Mapping[str, str] | None = None) -> int:
     """Run the step; always 0, the result goes to the agent as `task.complete`."""
     inputs = Inputs(os.environ if env is None else env)
-    print(f"Python {sys.version.split()[0]} at {sys.executable}")
+    print(vso.neutralize(f"Python {sys.version.split()[0]} at {sys.executable}"))
     try:
         command = inputs.get("command", "generate")
         if command == "generate":
@@ -95,7 +95,7 @@ def _generate(inputs: Inputs) -> str:
     images, docker_outputs = inputs.lines("images"), [Path(p) for p in inputs.lines("dockerOutput")]
     attested: Path | None = drop
     if (images or docker_outputs) and not _has_files(drop):  # a container build leaves its drop empty
-        print(f"The drop folder {drop} holds no files: attesting the images alone")
+        print(vso.neutralize(f"The drop folder {drop} holds no files: attesting the images alone"))
         output, attested = output or str(drop / OUTPUT_FOLDER), None
     print("##[group]Hashing the drop and writing provenance")
     started = time.monotonic()

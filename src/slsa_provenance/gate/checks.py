@@ -27,7 +27,7 @@ from slsa_provenance.errors import InputError, VerificationError
 from slsa_provenance.provenance.statement import BUILD_TYPE, PREDICATE_TYPE, SPDX_MEDIA_TYPE, STATEMENT_TYPE
 from slsa_provenance.registry.reference import parse_reference
 from slsa_provenance.signing import bundle, dsse
-from slsa_provenance.signing.keys import PublicKey
+from slsa_provenance.signing.keys import PublicKey, fingerprint
 
 
 @dataclass(frozen=True)
@@ -104,7 +104,8 @@ MAX_ENVELOPE = 256 << 20
 @dataclass(frozen=True)
 class Report:
     keyid: str
-    """The keyid of the signature that verified; empty when checks (1)-(8) failed."""
+    """The fingerprint of the trusted key that verified (never the envelope's unsigned keyid);
+    empty when checks (1)-(8) failed."""
     results: list[ArtifactResult]
     level: int = 0
     """The SLSA Build level the verified provenance earns; 0 when it did not verify."""
@@ -131,6 +132,7 @@ def run_checks(
 @dataclass(frozen=True)
 class VerifiedStatement:
     keyid: str
+    """The trusted key's fingerprint (`sha256:` SPKI hex): what an output may name."""
     statement: dict[str, Any]
     level: int = 0
 
@@ -162,7 +164,9 @@ def verify_provenance(
         _expect("(8) commit", "gitCommit", commit, expected.commit.lower())
     _check_sbom(statement, expected)
     confirmed = _check_confirmed(statement, expected)
-    return VerifiedStatement(keyid=verified.keyid, statement=statement, level=level if confirmed else 1)
+    return VerifiedStatement(
+        keyid=fingerprint(verified.key), statement=statement, level=level if confirmed else 1
+    )
 
 
 BUILD_PATH = "predicate.buildDefinition.buildType"

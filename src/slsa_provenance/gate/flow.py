@@ -26,6 +26,7 @@ from slsa_provenance.files import read_limited
 from slsa_provenance.gate.artifacts import artifact_digests, shipped_provenance
 from slsa_provenance.gate.checks import MAX_ENVELOPE, Expectations, Report, run_checks
 from slsa_provenance.gate.policy import Policy, load_policy
+from slsa_provenance.gate.summary_path import clear_summary_path
 from slsa_provenance.gate.vsa import VERIFIER_ID, Summary, build_summary, write_summary
 from slsa_provenance.provenance.hashing import sha256_file
 from slsa_provenance.provenance.statement import canonical_json
@@ -90,7 +91,7 @@ def verify_gate(options: GateOptions) -> GateResult:
     """Raises InputError for an unusable policy, keys, provenance, artifacts or images, or a flag
     that would widen the policy; Error when Key Vault or a registry fails."""
     if options.vsa is not None:
-        _remove_earlier_summary(options.vsa)
+        clear_summary_path(options.vsa, _inputs(options))
     provenance = options.provenance
     if (provenance is None) == (not options.images):
         raise InputError("verify needs either --provenance or --image", "pass one of them")
@@ -137,18 +138,19 @@ def _vsa_signer(options: GateOptions) -> Signer | None:
     return from_uri(options.vsa_signer, options.environment)
 
 
-def _remove_earlier_summary(path: Path) -> None:
-    """Before anything else, so that no failure (bad input, a bad signer, a failed check) leaves
-    an earlier run's summary for a later step to take as this run's verdict."""
-    if path.is_dir() and not path.is_symlink():
-        raise InputError(f"--vsa {path} is a folder", "name the file the summary is written to")
-    try:
-        path.unlink(missing_ok=True)
-    except OSError as error:
-        raise InputError(
-            f"cannot remove the earlier summary at {path}: {error.strerror}",
-            "make the file writable or choose another --vsa path",
-        ) from error
+def _inputs(options: GateOptions) -> dict[str, list[Path]]:
+    """Every file or folder the gate reads, by what it is: none may be where the summary goes."""
+    signer = options.vsa_signer.strip()
+    return {
+        "provenance": [options.provenance] if options.provenance else [],
+        "key": [
+            Path(k.strip()) for k in options.keys if not k.strip().startswith(("azurekms://", "https://"))
+        ],
+        "summary signer's key": [Path(signer.removeprefix("file:"))] if signer.startswith("file:") else [],
+        "policy": [options.policy] if options.policy else [],
+        "SBOM": [options.sbom] if options.sbom else [],
+        "artifact": list(options.artifacts),
+    }
 
 
 def _summary(
