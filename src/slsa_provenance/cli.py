@@ -16,13 +16,16 @@ import sys
 import time
 from collections.abc import Sequence
 from pathlib import Path
-from typing import IO
+from typing import TYPE_CHECKING
 
 from slsa_provenance import __version__
 from slsa_provenance.azure import vso
 from slsa_provenance.errors import Error, InputError
 from slsa_provenance.provenance.hashing import Progress
 from slsa_provenance.signing.local import KEY_TYPES
+
+if TYPE_CHECKING:
+    from _typeshed import SupportsWrite
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -41,7 +44,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 class _Parser(argparse.ArgumentParser):
     """argparse whose messages (usage errors quote what was typed) cannot become `##vso` commands."""
 
-    def _print_message(self, message: str, file: IO[str] | None = None) -> None:
+    def _print_message(self, message: str, file: SupportsWrite[str] | None = None) -> None:
         super()._print_message(vso.neutralize(message) if message else message, file)
 
 
