@@ -9,6 +9,7 @@ import copy
 import hashlib
 import json
 import os
+import shutil
 import unicodedata
 from collections.abc import Callable
 from dataclasses import replace
@@ -366,6 +367,42 @@ EXPECTATION_ATTACKS: dict[str, tuple[Callable[[], Statement], Expectations, str]
     "builder id given and a policy's builders: both must match": (
         statement,
         Expectations(builder_id=BUILDER, builders=(Builder(BUILDER + "x", 3),)),
+        "(5) builder.id",
+    ),
+    "HOLE builder glob: a branch named feature/x@refs/heads/main": (
+        lambda: statement(ref="refs/heads/feature/x@refs/heads/main"),
+        Expectations(builders=(Builder("https://dev.azure.com/contoso/web/**@refs/heads/main", 2),)),
+        "(5) builder.id: got 'https://dev.azure.com/contoso/web/web/azure-pipelines.yml@refs/heads/feature/x@",
+    ),
+    "builder id whose @ref is not workflow.ref": (
+        lambda: replace_builder(BUILDER.replace("@refs/heads/main", "@refs/heads/release")),
+        Expectations(builders=(Builder("**@**", 2),)),
+        "(5) builder.id: got 'https://dev.azure.com/contoso/web/web/azure-pipelines.yml@refs/heads/release', "
+        "expected it to end with @ and workflow.ref 'refs/heads/main'",
+    ),
+    "HOLE builder bound to keys, signed by another trusted key": (
+        statement,
+        Expectations(builders=(Builder(BUILDER, 3, keys=("sha256:" + "0" * 64,)),)),
+        f"(5) builder.id: got '{BUILDER}', signed by key sha256:",
+    ),
+    "builder bound to keys at level 3, another entry at level 2 for this key": (
+        statement,
+        Expectations(builders=(Builder(BUILDER, 3, keys=("sha256:" + "0" * 64,)), Builder(BUILDER, 2))),
+        "",
+    ),
+    "HOLE ref glob ** across a .. segment": (
+        lambda: statement(ref="refs/tags/v1/../../heads/evil"),
+        Expectations(source_ref="refs/tags/**"),
+        "(7) ref",
+    ),
+    "HOLE ref glob [!.] matching /": (
+        lambda: statement(ref="refs/heads/a/b"),
+        Expectations(source_ref="refs/heads/a[!.]b"),
+        "(7) ref",
+    ),
+    "HOLE builder glob [!x] matching /": (
+        lambda: replace_builder(BUILDER.replace("/web/web/", "/web/w/b/")),
+        Expectations(builders=(Builder(BUILDER.replace("/web/web/", "/web/w[!x]b/"), 2),)),
         "(5) builder.id",
     ),
     "buildType of another builder": (
@@ -857,3 +894,87 @@ def test_hole_the_key_id_output_is_the_trusted_keys_never_the_envelopes(
     trusted = fingerprint(signer.public_key())
     assert f"##vso[task.setvariable variable=keyId]{trusted}\n" in out
     assert forged not in out
+
+
+# A policy file's text, and the start of the problem the loader names (exit 2, nothing verified).
+POLICY_ATTACKS = {
+    "HOLE level 3.0 (a float JSON Schema takes for 3)": (
+        f"trustedKeys: [k.pub]\nbuilders: [{{id: '{BUILDER}', level: 3.0, keys: [k.pub]}}]\n",
+        "line 2: builders[0].level: 3.0 is not an integer 1 to 3",
+    ),
+    "HOLE level 3 without keys (any pipeline with a trusted key could claim it)": (
+        f"trustedKeys: [k.pub]\nbuilders: [{{id: '{BUILDER}', level: 3}}]\n",
+        "line 2: builders[0]: 'keys' is a required property",
+    ),
+    "HOLE a builder id without @REF": (
+        "trustedKeys: [k.pub]\nbuilders: [{id: 'https://dev.azure.com/contoso/**', level: 2}]\n",
+        "line 2: builders[0].id: 'https://dev.azure.com/contoso/**' has no @REF",
+    ),
+    "level true": (
+        f"trustedKeys: [k.pub]\nbuilders: [{{id: '{BUILDER}', level: true}}]\n",
+        "line 2: builders[0].level: True is not of type 'integer'",
+    ),
+}
+
+
+@pytest.mark.parametrize("attack", POLICY_ATTACKS, ids=list(POLICY_ATTACKS))
+def test_policy_attacks(tmp_path: Path, attack: str) -> None:
+    from slsa_provenance.errors import InputError
+    from slsa_provenance.gate.policy import load_policy
+
+    text, problem = POLICY_ATTACKS[attack]
+    (tmp_path / "policy.yml").write_text(text)
+    with pytest.raises(InputError) as refused:
+        load_policy(tmp_path / "policy.yml")
+    assert problem in refused.value.message and refused.value.exit_code == 2, refused.value.message
+
+
+def test_hole_build_type_cannot_widen_a_policy_without_one(tmp_path: Path, signer: LocalSigner) -> None:
+    """A policy without buildType expects the Azure Pipelines one; --build-type replaced it."""
+    from slsa_provenance.errors import InputError
+
+    (tmp_path / "policy.yml").write_text("trustedKeys: [trusted.pub]\n")
+    document = statement()
+    document["predicate"]["buildDefinition"]["buildType"] = "https://evil.example/buildtype"
+    with pytest.raises(InputError, match="contradicts the buildType"):
+        gate(
+            tmp_path,
+            signer,
+            document,
+            digests=[f"sha256:{APP_SHA}"],
+            policy=tmp_path / "policy.yml",
+            build_type="https://evil.example/buildtype",
+        )
+
+
+def _policy_digest(tmp_path: Path, signer: LocalSigner, key: Path, **options: Any) -> str:
+    from slsa_provenance.gate.vsa import PREDICATE_TYPE
+
+    shutil.copy(key, tmp_path / "trusted.pub")
+    vsa = tmp_path / "vsa.intoto.jsonl"
+    provenance = tmp_path / "verified.intoto.jsonl"
+    provenance.write_bytes(dsse.Envelope.from_json(signed_json(signer, statement())).to_json())
+    options = {"provenance": provenance, "digests": [f"sha256:{APP_SHA}"], "vsa": vsa, **options}
+    assert verify_gate(
+        GateOptions(environment={}, vsa_signer=f"file:{key.with_suffix('.key')}", **options)
+    ).passed
+    payload = json.loads(dsse.Envelope.from_json(vsa.read_bytes()).payload)
+    assert payload["predicateType"] == PREDICATE_TYPE
+    return str(payload["predicate"]["policy"]["digest"]["sha256"])
+
+
+def test_hole_the_summary_policy_digest_covers_the_trusted_keys(
+    tmp_path: Path, key_files: dict[str, tuple[Path, Path]]
+) -> None:
+    """The same policy text naming keys/trusted.pub, or the same flags, with another key in that
+    file gave the same policy digest: the summary could not tell which keys decided the verdict."""
+    digests = {}
+    for name in ("ecdsa-p256", "ed25519"):
+        private, public = key_files[name]
+        signer = LocalSigner.from_file(str(private))
+        (tmp_path / "policy.yml").write_text("trustedKeys: [trusted.pub]\n")
+        with_policy = _policy_digest(tmp_path, signer, public, policy=tmp_path / "policy.yml")
+        flags_only = _policy_digest(tmp_path, signer, public, keys=[str(tmp_path / "trusted.pub")])
+        digests[name] = (with_policy, flags_only)
+    assert digests["ecdsa-p256"][0] != digests["ed25519"][0]
+    assert digests["ecdsa-p256"][1] != digests["ed25519"][1]

@@ -33,9 +33,11 @@ from slsa_provenance.signing.keys import PublicKey, fingerprint
 @dataclass(frozen=True)
 class Builder:
     id: str
-    """runDetails.builder.id, exact or a glob."""
+    """runDetails.builder.id, exact or a glob: PATH@REF, the two parts matched apart."""
     level: int
     """The SLSA Build level its provenance earns."""
+    keys: tuple[str, ...] | None = None
+    """Fingerprints of the keys that may sign for it, sorted (None: any trusted key)."""
 
 
 @dataclass(frozen=True)
@@ -157,7 +159,8 @@ def verify_provenance(
         _get(statement, "(4) buildType", BUILD_PATH),
         expected.build_type,
     )
-    level = _check_builder(statement, expected)
+    key = fingerprint(verified.key)
+    level = _check_builder(statement, expected, key)
     _check_source(statement, expected)
     if expected.commit is not None:
         commit = _get(statement, "(8) commit", COMMIT_PATH)
@@ -197,25 +200,48 @@ def _check_confirmed(statement: dict[str, Any], expected: Expectations) -> bool:
         raise VerificationError(
             "(11) confirmation",
             f"serverConfirmed: got {value!r}, expected True (the run's claims were not confirmed by "
-            "the server; allow it only with --allow-unconfirmed)",
+            "the server: generate with confirmWithServer on; to accept such provenance anyway, say "
+            "allowUnconfirmed: true in the policy, or pass --allow-unconfirmed when there is none)",
         )
     return False
 
 
-def _check_builder(statement: dict[str, Any], expected: Expectations) -> int:
-    """Check (5); the level the builder earns."""
+def _check_builder(statement: dict[str, Any], expected: Expectations, key: str) -> int:
+    """Check (5); the level the builder earns. `key` is the fingerprint of the key that verified:
+    a policy's builder applies only when its id matches and, if it lists keys, `key` is one of them
+    (any pipeline that may use a key can write any builder.id into what it signs)."""
     if expected.builder_id is None and expected.builders is None:
         return 2
     builder = _get(statement, "(5) builder.id", BUILDER_PATH)
-    if expected.builder_id is not None:
-        _expect("(5) builder.id", "builder.id", builder, expected.builder_id)
+    if expected.builder_id is not None and builder != expected.builder_id:
+        raise VerificationError("(5) builder.id", f"got {builder!r}, expected {expected.builder_id!r}")
     if expected.builders is None:
         return 2
-    for trusted in expected.builders:
-        if globs.matches(trusted.id, builder):
-            return trusted.level
+    ref = _get(statement, "(5) builder.id", REF_PATH)
+    if not builder.endswith(f"@{ref}"):
+        raise VerificationError(
+            "(5) builder.id", f"got {builder!r}, expected it to end with @ and workflow.ref {ref!r}"
+        )
+    path = builder.removesuffix(f"@{ref}")
+    matching = [b for b in expected.builders if _builder_matches(b.id, path, ref)]
+    applying = [b for b in matching if b.keys is None or key in b.keys]
+    if applying:
+        return max(b.level for b in applying)
+    if matching:
+        raise VerificationError(
+            "(5) builder.id",
+            f"got {builder!r}, signed by key {key}, which is not among the keys the policy binds to "
+            f"builder {matching[0].id!r}",
+        )
     ids = [b.id for b in expected.builders]
-    raise VerificationError("(5) builder.id", f"builder.id: got {builder!r}, expected one of {ids!r}")
+    raise VerificationError("(5) builder.id", f"got {builder!r}, expected one of {ids!r}")
+
+
+def _builder_matches(glob: str, path: str, ref: str) -> bool:
+    """PATH@REF globs matched as two parts, split at the glob's last `@`, so that a branch named
+    `feature/x@refs/heads/main` cannot pass for `...@refs/heads/main`."""
+    path_glob, at, ref_glob = glob.rpartition("@")
+    return bool(at) and globs.matches(path_glob, path) and globs.matches(ref_glob, ref)
 
 
 def _check_source(statement: dict[str, Any], expected: Expectations) -> None:

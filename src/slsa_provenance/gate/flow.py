@@ -24,12 +24,12 @@ from slsa_provenance import __version__
 from slsa_provenance.errors import InputError
 from slsa_provenance.files import read_limited
 from slsa_provenance.gate.artifacts import artifact_digests, shipped_provenance
-from slsa_provenance.gate.checks import MAX_ENVELOPE, Expectations, Report, run_checks
+from slsa_provenance.gate.checks import MAX_ENVELOPE, Builder, Expectations, Report, run_checks
 from slsa_provenance.gate.policy import Policy, load_policy
 from slsa_provenance.gate.summary_path import clear_summary_path
 from slsa_provenance.gate.vsa import VERIFIER_ID, Summary, build_summary, write_summary
 from slsa_provenance.provenance.hashing import sha256_file
-from slsa_provenance.provenance.statement import canonical_json
+from slsa_provenance.provenance.statement import BUILD_TYPE, canonical_json
 from slsa_provenance.signing.keys import PublicKey, fingerprint
 from slsa_provenance.signing.signers import UNSIGNED, Signer, from_uri, trusted_key
 
@@ -110,7 +110,8 @@ def verify_gate(options: GateOptions) -> GateResult:
         reports = verify_images(options.images, keys, expected, options.environment)
         if signer is None or options.vsa is None or not all(r.passed for r in reports):
             return GateResult(None, reports, policy)
-        summary = build_summary(_images_summary(options, policy, expected, reports), datetime.now(UTC))
+        decided = _policy_descriptor(policy, expected, keys)
+        summary = build_summary(_images_summary(options, decided, reports), datetime.now(UTC))
         write_summary(summary, signer, options.vsa)
         return GateResult(None, reports, policy, options.vsa)
     keys = trusted_keys(options, policy)
@@ -120,9 +121,8 @@ def verify_gate(options: GateOptions) -> GateResult:
     report = run_checks(envelope, keys, expected, artifacts)
     if signer is None or options.vsa is None or not report.passed:
         return GateResult(report, policy=policy)
-    summary = build_summary(
-        _summary(provenance, options, policy, expected, report, envelope), datetime.now(UTC)
-    )
+    decided = _policy_descriptor(policy, expected, keys)
+    summary = build_summary(_summary(provenance, options, decided, report, envelope), datetime.now(UTC))
     write_summary(summary, signer, options.vsa)
     return GateResult(report, policy=policy, vsa_path=options.vsa)
 
@@ -154,19 +154,14 @@ def _inputs(options: GateOptions) -> dict[str, list[Path]]:
 
 
 def _summary(
-    provenance: Path,
-    options: GateOptions,
-    policy: Policy | None,
-    expected: Expectations,
-    report: Report,
-    envelope: bytes,
+    provenance: Path, options: GateOptions, policy: dict[str, Any], report: Report, envelope: bytes
 ) -> Summary:
     return Summary(
         subjects=[(r.subject, r.artifact.sha256) for r in report.results],
         verifier_id=options.verifier_id,
         verifier_version={"slsa-provenance": __version__},
         resource_uri=options.resource_uri or _build_url(report.statement),
-        policy=_policy_descriptor(policy, expected),
+        policy=policy,
         input_attestations=[
             {
                 "uri": provenance.resolve().as_uri(),
@@ -180,9 +175,7 @@ def _summary(
 _NARROW_ONLY = "a flag can only narrow the policy: change the policy, reviewed, or leave the flag out"
 
 
-def _images_summary(
-    options: GateOptions, policy: Policy | None, expected: Expectations, reports: Sequence[ImageReport]
-) -> Summary:
+def _images_summary(options: GateOptions, policy: dict[str, Any], reports: Sequence[ImageReport]) -> Summary:
     """Every image a subject; the attestation that passed for each an input; the lowest level."""
     passing = [(r, r.passing) for r in reports]
     checked = [(r, a, a.report) for r, a in passing if a is not None and a.report is not None]
@@ -193,7 +186,7 @@ def _images_summary(
         verifier_id=options.verifier_id,
         verifier_version={"slsa-provenance": __version__},
         resource_uri=options.resource_uri or _build_url(checked[0][2].statement),
-        policy=_policy_descriptor(policy, expected),
+        policy=policy,
         input_attestations=[
             {"name": f"{r.image.reference.name} {a.where}", "digest": {"sha256": a.sha256}}
             for r, a, _ in checked
@@ -202,13 +195,21 @@ def _images_summary(
     )
 
 
-def _policy_descriptor(policy: Policy | None, expected: Expectations) -> dict[str, Any]:
-    """The policy file's URI and digest; without one, the options are the policy: named, and
-    digested canonically."""
+def _policy_descriptor(
+    policy: Policy | None, expected: Expectations, keys: Sequence[PublicKey]
+) -> dict[str, Any]:
+    """The policy file's URI, or OPTIONS_POLICY without one; the digest covers everything that
+    decided the verdict: the sha256 of canonical JSON of {"expectations": every check's expectation
+    (builders with their keys' fingerprints), "trustedKeys": the trusted keys' fingerprints, sorted,
+    and, with a policy file, "policy": {"sha256": of its bytes}} (docs/policy.md)."""
+    decided: dict[str, Any] = {
+        "expectations": asdict(expected),
+        "trustedKeys": sorted({fingerprint(key) for key in keys}),
+    }
     if policy is not None:
-        return {"uri": policy.path.resolve().as_uri(), "digest": {"sha256": policy.sha256}}
-    digest = hashlib.sha256(canonical_json(asdict(expected))).hexdigest()
-    return {"uri": OPTIONS_POLICY, "digest": {"sha256": digest}}
+        decided["policy"] = {"sha256": policy.sha256}
+    digest = {"sha256": hashlib.sha256(canonical_json(decided)).hexdigest()}
+    return {"uri": policy.path.resolve().as_uri() if policy is not None else OPTIONS_POLICY, "digest": digest}
 
 
 def _build_url(statement: dict[str, Any]) -> str:
@@ -237,14 +238,15 @@ def expectations(options: GateOptions, policy: Policy | None = None) -> Expectat
     """What the checks expect: the policy's rules and every flag, all checked (so flags narrow).
     Raises InputError for a flag the policy forbids: --allow-unconfirmed, another --build-type."""
     build_type = options.build_type
-    if policy is not None and policy.build_type is not None:
-        if build_type is not None and build_type != policy.build_type:
+    if policy is not None:
+        expected_type = policy.build_type or BUILD_TYPE  # a policy without buildType expects the default
+        if build_type is not None and build_type != expected_type:
             raise InputError(
-                f"build type {build_type!r} contradicts the buildType {policy.build_type!r} of policy "
+                f"build type {build_type!r} contradicts the buildType {expected_type!r} of policy "
                 f"{policy.path}",
                 _NARROW_ONLY,
             )
-        build_type = policy.build_type
+        build_type = expected_type
     if policy is not None and options.allow_unconfirmed and not policy.allow_unconfirmed:
         raise InputError(
             f"allowing unconfirmed provenance would widen policy {policy.path} (allowUnconfirmed is false)",
@@ -257,9 +259,23 @@ def expectations(options: GateOptions, policy: Policy | None = None) -> Expectat
         commit=options.commit,
         sbom_sha256=sha256_file(options.sbom)[0] if options.sbom else None,
         allow_unconfirmed=policy.allow_unconfirmed if policy is not None else options.allow_unconfirmed,
-        builders=policy.builders if policy is not None else None,
+        builders=_builders(policy, options.environment) if policy is not None else None,
         repositories=policy.repositories if policy is not None else None,
         refs=policy.refs if policy is not None else None,
         require_sbom=policy.require_sbom if policy is not None else False,
         **({"build_type": build_type} if build_type else {}),
+    )
+
+
+def _builders(policy: Policy, environment: Mapping[str, str]) -> tuple[Builder, ...] | None:
+    """The policy's builders, each bound to the fingerprints of its keys."""
+    if policy.builders is None:
+        return None
+    return tuple(
+        Builder(
+            b.id,
+            b.level,
+            tuple(sorted({fingerprint(trusted_key(k, environment)) for k in b.keys})) if b.keys else None,
+        )
+        for b in policy.builders
     )
