@@ -35,6 +35,7 @@ from slsa_provenance.provenance.statement import (
 from slsa_provenance.signing import dsse
 from slsa_provenance.signing.keys import public_key_pem
 from slsa_provenance.signing.local import LocalSigner
+from test_registry import acr, registry  # noqa: F401 (the real registry's fixtures, asked for by name)
 
 APP = b"app v1\n"
 APP_SHA = hashlib.sha256(APP).hexdigest()
@@ -978,3 +979,123 @@ def test_hole_the_summary_policy_digest_covers_the_trusted_keys(
         digests[name] = (with_policy, flags_only)
     assert digests["ecdsa-p256"][0] != digests["ed25519"][0]
     assert digests["ecdsa-p256"][1] != digests["ed25519"][1]
+
+
+# Images, against the real registry (tests/registry.py): which attestations count for which image.
+def _registry_stack(request: pytest.FixtureRequest) -> tuple[Any, Any]:
+    """The Azure stack and the real registry (test_registry's fixtures), asked for by name."""
+    return request.getfixturevalue("acr"), request.getfixturevalue("registry")
+
+
+def _attach_by_hand(server: Any, repo: str, digest: str, bundle: bytes, *, typed: bool = True) -> None:
+    """What a writer with push rights (or a mirroring tool) leaves: the bundle, its referrer manifest
+    for `digest`, and the `sha256-<hex>` tag index; `typed=False` drops the entry's artifactType as
+    skopeo copy --all does."""
+    from registry import OCI_INDEX, OCI_MANIFEST
+    from slsa_provenance.registry.attach import index_entry, referrer_manifest
+    from slsa_provenance.registry.reference import Descriptor
+
+    server.push_blob(repo, b"{}")
+    layer = server.push_blob(repo, bundle)
+    size = len(server.get(repo, f"manifests/{digest}").content)
+    referrer = referrer_manifest(
+        Descriptor(OCI_MANIFEST, digest, size),
+        Descriptor("application/vnd.dev.sigstore.bundle.v0.3+json", layer["digest"], layer["size"]),
+        "2026-12-03T12:00:00Z",
+    )
+    referrer_digest = server.put_manifest(repo, "attestation", referrer, OCI_MANIFEST)
+    entry = index_entry(Descriptor(OCI_MANIFEST, referrer_digest, len(referrer)), "2026-12-03T12:00:00Z")
+    if not typed:
+        del entry["artifactType"]
+    index = json.dumps({"schemaVersion": 2, "mediaType": OCI_INDEX, "manifests": [entry]}).encode()
+    server.put_manifest(repo, f"sha256-{digest.removeprefix('sha256:')}", index, OCI_INDEX)
+
+
+def test_hole_a_drop_file_holding_the_manifest_bytes_does_not_attest_the_image(
+    request: pytest.FixtureRequest, key_files: dict[str, tuple[Path, Path]], tmp_path: Path
+) -> None:
+    azure, server = _registry_stack(request)
+    from test_registry import generate, repository, verify
+
+    private, public = key_files["ecdsa-p256"]
+    repo = repository()
+    digest = server.push_image(repo)
+    _write("manifest.json", server.get(repo, f"manifests/{digest}").content)(tmp_path / "drop")
+    code, _, err = generate(azure, private, tmp_path / "out", "--drop", str(tmp_path / "drop"))
+    assert code == 0, err
+    _attach_by_hand(server, repo, digest, (tmp_path / "out" / "provenance.sigstore.json").read_bytes())
+    code, out, err = verify(azure, public, f"{server.host}/{repo}@{digest}")
+    assert code == 1, out + err
+    assert f"(9) subject: no subject is named '{server.host}/{repo}'" in out, out
+
+
+def test_hole_another_repositorys_attestation_does_not_count(
+    request: pytest.FixtureRequest, key_files: dict[str, tuple[Path, Path]], tmp_path: Path
+) -> None:
+    """The same manifest pushed to a second repository, the first one's bundle attached there."""
+    azure, server = _registry_stack(request)
+    from test_registry import attach_new_image, repository, verify
+
+    private, public = key_files["ecdsa-p256"]
+    repo, digest, (code, _, err) = attach_new_image(azure, server, private, tmp_path)
+    assert code == 0, err
+    other = repository()
+    manifest = server.get(repo, f"manifests/{digest}").content
+    for blob in [json.loads(manifest)["config"], *json.loads(manifest)["layers"]]:
+        server.push_blob(other, server.get(repo, f"blobs/{blob['digest']}").content)
+    assert server.put_manifest(other, "v1", manifest, json.loads(manifest)["mediaType"]) == digest
+    _attach_by_hand(server, other, digest, (tmp_path / "out" / "provenance.sigstore.json").read_bytes())
+    code, out, err = verify(azure, public, f"{server.host}/{other}@{digest}")
+    assert code == 1 and f"(9) subject: no subject is named '{server.host}/{other}'" in out, out + err
+    code, out, err = verify(azure, public, f"{server.host}/{repo}@{digest}")
+    assert code == 0, out + err
+
+
+def test_hole_a_mirrored_tag_index_without_artifact_type_is_still_read(
+    request: pytest.FixtureRequest, key_files: dict[str, tuple[Path, Path]], tmp_path: Path
+) -> None:
+    """skopeo copy --all rewrites the sha256-<hex> index without the entries' artifactType; the
+    gate skipped every such entry and found no attestation."""
+    azure, server = _registry_stack(request)
+    from test_registry import generate, repository, verify
+
+    private, public = key_files["ecdsa-p256"]
+    repo = repository()
+    digest = server.push_image(repo)
+    image = f"{server.host}/{repo}@{digest}"
+    code, _, err = generate(azure, private, tmp_path / "out", "--image", image)
+    assert code == 0, err
+    bundle = (tmp_path / "out" / "provenance.sigstore.json").read_bytes()
+    _attach_by_hand(server, repo, digest, bundle, typed=False)
+    code, out, err = verify(azure, public, image)
+    assert code == 0, out + err
+    assert f"PASSED: {image} (referrer sha256:" in out
+
+
+def test_a_tag_is_verified_as_the_digest_it_resolved_to(
+    request: pytest.FixtureRequest, key_files: dict[str, tuple[Path, Path]], tmp_path: Path, capsys: Any
+) -> None:
+    """The step's verifiedImages output and the CLI's line name the digest verified, not the tag."""
+    azure, server = _registry_stack(request)
+    from slsa_provenance import step
+    from test_registry import generate, repository, verify
+
+    private, public = key_files["ecdsa-p256"]
+    repo = repository()
+    digest = server.push_image(repo, "release")
+    code, _, err = generate(
+        azure, private, tmp_path / "out", "--image", f"{server.host}/{repo}:release", "--attach"
+    )
+    assert code == 0, err
+    code, out, err = verify(azure, public, f"{server.host}/{repo}:release")
+    assert code == 0 and f"verified image: {server.host}/{repo}@{digest}\n" in err, out + err
+    inputs = {
+        "INPUT_COMMAND": "verify",
+        "INPUT_VERIFYIMAGES": f"{server.host}/{repo}:release",
+        "INPUT_TRUSTEDKEYS": str(public),
+        "AGENT_TEMPDIRECTORY": str(tmp_path),
+    }
+    step.main({**azure.env, **inputs})
+    out = capsys.readouterr().out
+    assert "##vso[task.complete result=Succeeded]" in out, out
+    assert f"##vso[task.setvariable variable=verifiedImages]{server.host}/{repo}@{digest}\n" in out

@@ -363,6 +363,8 @@ def _verify(args: argparse.Namespace) -> int:
     )
     for line in result.lines():
         _say(line)
+    for image in result.verified_images:
+        _say(f"verified image: {image}", error=True)
     if result.vsa_path:
         _say(f"verification summary: {result.vsa_path}", error=True)
     return 0 if result.passed else 1

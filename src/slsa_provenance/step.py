@@ -222,6 +222,7 @@ def _verify(inputs: Inputs) -> str:
         print(vso.neutralize(line))
     vso.emit("task.setvariable", str(result.vsa_path or ""), variable="vsaPath")
     if result.report is None:
+        vso.emit("task.setvariable", "\n".join(result.verified_images), variable="verifiedImages")
         return _images_verified(result.images)
     report = result.report
     passed = [r for r in report.results if r.passed]

@@ -80,6 +80,14 @@ class GateResult:
     def passed(self) -> bool:
         return self.report.passed if self.report is not None else all(r.passed for r in self.images)
 
+    @property
+    def verified_images(self) -> list[str]:
+        """`REPO@sha256:HEX` of every image verified (a tag resolved once, to what was verified);
+        none unless every image passed, so that a deployment pulls only what passed."""
+        if not self.passed:
+            return []
+        return [f"{r.image.reference.name}@{r.image.manifest.digest}" for r in self.images]
+
     def lines(self) -> list[str]:
         """One PASSED or FAILED line per artifact (images: per attestation tried, then the verdict)."""
         if self.report is not None:
