@@ -181,6 +181,22 @@ ENVELOPE_ATTACKS: dict[str, tuple[Callable[[LocalSigner], bytes], str]] = {
         _payload_variant(lambda p: p.decode().encode("utf-16-le")),
         "(3) statement: the payload is not UTF-8 JSON without a byte order mark",
     ),
+    "a key twice in a subject's digest (found by counting keys against colons)": (
+        _payload_variant(lambda p: p.replace(b'{"sha256":', b'{"sha256":"' + b"0" * 64 + b'","sha256":', 1)),
+        "(3) statement: the payload is ambiguous JSON: key 'sha256' is given twice",
+    ),
+    "a key twice that holds colons and escaped quotes": (
+        _payload_variant(lambda p: p[:-1] + b',"x":{"a\\":\\\\b":1,"a\\":\\\\b":2}}'),
+        "(3) statement: the payload is ambiguous JSON: key",
+    ),
+    "colons, quotes and brackets inside strings, no key twice": (
+        _payload_variant(lambda p: p[:-1] + b',"x":{"a\\":[{b":"\\\\","c:":"]}\\\\\\"::"}}'),
+        "",
+    ),
+    "deep nesting behind an escaped backslash before a quote": (
+        _payload_variant(lambda p: p[:-1] + b',"x":"\\\\",' + b'"y":' + b"[" * 100 + b"]" * 100 + b"}"),
+        "(3) statement: the payload is not JSON",
+    ),
     "signed payload not UTF-8": (
         _payload_variant(lambda p: p[:-1] + b',"x":"\xff"}'),
         "(3) statement: the payload is not JSON",

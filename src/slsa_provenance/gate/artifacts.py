@@ -143,11 +143,12 @@ def _leaves(entry: os.DirEntry[str], top: str) -> bool:
 def shipped_provenance(paths: Sequence[Path], verified: bytes) -> list[Artifact]:
     """The provenance files a folder ships in `_manifest/slsa_1.0/`, refused by name unless they hold
     the envelope verified: a deployment would otherwise carry provenance that nobody checked."""
-    expected = _envelope(verified)
+    folders = [path for path in paths if path.is_dir()]
+    expected = _envelope(verified) if folders else None
     if expected is None:
-        return []  # check (1) fails anyway
+        return []  # no folder, or check (1) fails anyway
     refused = []
-    for folder in (path for path in paths if path.is_dir()):
+    for folder in folders:
         for name in SHIPPED_PROVENANCE:
             shipped = folder / name
             if shipped.is_file() and _envelope(read_limited(shipped, "provenance", MAX_ENVELOPE)) != expected:

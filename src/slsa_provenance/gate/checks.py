@@ -295,13 +295,14 @@ def _check_unique_subjects(statement: dict[str, Any]) -> None:
     subjects = statement.get("subject")
     if not isinstance(subjects, list) or not subjects:
         raise VerificationError("(3) statement", "subject is missing or empty")
+    names: list[str] = [s["name"] for s in subjects if isinstance(s, dict) and isinstance(s.get("name"), str)]
+    if len(set(names)) == len(names):
+        return
     seen: set[str] = set()
-    for subject in subjects:
-        name = subject.get("name") if isinstance(subject, dict) else None
-        if isinstance(name, str) and name in seen:
+    for name in names:
+        if name in seen:
             raise VerificationError("(3) statement", f"subject {name!r} appears more than once")
-        if isinstance(name, str):
-            seen.add(name)
+        seen.add(name)
 
 
 def _check_sbom(statement: dict[str, Any], expected: Expectations) -> None:
@@ -330,11 +331,9 @@ def _check_sbom(statement: dict[str, Any], expected: Expectations) -> None:
 def check_artifacts(statement: dict[str, Any], artifacts: Sequence[Artifact]) -> list[ArtifactResult]:
     """Check (9): a folder's file is the subject of its name, with its digest; any other artifact's
     digest is a subject's; an SBOM shipped in a folder's `_manifest/` is the recorded byproduct."""
-    by_digest: dict[str, str] = {}
-    by_name: dict[str, str] = {}
-    for subject in _entries(statement.get("subject")):
-        by_digest.setdefault(subject[1], subject[0])
-        by_name[subject[0]] = subject[1]
+    subjects = _entries(statement.get("subject"))
+    by_name = dict(subjects)
+    by_digest = {sha256: name for name, sha256 in reversed(subjects)}  # the first subject of a digest
     byproducts = dict(_entries(_byproducts(statement)))
     results = [
         ArtifactResult(artifact, error=artifact.refused)
@@ -390,11 +389,11 @@ def _check_artifact(
 
 def _entries(items: object) -> list[tuple[str, str]]:
     """(name, lower-case sha256) of each well-formed subject or byproduct."""
-    found = []
-    for item in items if isinstance(items, list) else []:
-        if isinstance(item, dict) and isinstance(item.get("digest"), dict):
-            found.append((str(item.get("name", "")), str(item["digest"].get("sha256", "")).lower()))
-    return found
+    return [
+        (str(item.get("name", "")), str(item["digest"].get("sha256", "")).lower())
+        for item in (items if isinstance(items, list) else [])
+        if isinstance(item, dict) and isinstance(item.get("digest"), dict)
+    ]
 
 
 def _byproducts(statement: dict[str, Any]) -> object:
