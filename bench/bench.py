@@ -10,12 +10,13 @@ alternately, prints medians and ratios, and exits 1 when a target is missed (iss
   versus        >= 4 x coreutils `sha256sum`
   peak RSS      <= 150 MB for a 100,000-subject drop, and not growing with file size
   start-up      <= 1.5 s fresh, <= 0.7 s warm (the packaged step, build/extension, from `make vsix`)
-  verify        <= 2 s for a 100,000-subject provenance
+  verify        <= 1 s for a 100,000-subject provenance (strict JSON), beside plain json.loads
 """
 
 from __future__ import annotations
 
 import argparse
+import hashlib
 import os
 import random
 import shutil
@@ -244,32 +245,7 @@ def main() -> int:
             "<= 150 MB",
             large_rss <= 150,
         )
-        provenance = work / "provenance" / "provenance.intoto.jsonl"
-        digest = (
-            "sha256:"
-            + __import__("hashlib").sha256((many / "d00" / "e0" / "f0.dat").read_bytes()).hexdigest()
-        )
-        verify = [
-            sys.executable,
-            "-m",
-            "slsa_provenance",
-            "verify",
-            "--provenance",
-            str(provenance),
-            "--key",
-            str(work / "key" / "slsa-signing.pub"),
-            "--digest",
-            digest,
-            "--allow-unconfirmed",
-        ]
-        elapsed, _ = median(args.runs, lambda: run(verify, env=ENV))
-        report.add(
-            f"verify, {args.rss_files:,}-subject provenance",
-            f"{elapsed:.2f} s",
-            "one digest against all subjects",
-            "<= 2 s",
-            elapsed <= 2,
-        )
+        verification(report, work, many, args.rss_files, args.runs)
         startup(report, work, args.runs)
 
     print("\n" + report.table())
@@ -277,6 +253,29 @@ def main() -> int:
     missed = [r for r in targets if not r[4]]
     print(f"\n{len(targets) - len(missed)} of {len(targets)} targets met")
     return 1 if missed else 0
+
+
+def verification(report: Report, work: Path, drop: Path, subjects: int, runs: int) -> None:
+    """`verify` of the drop's provenance (strict JSON: keys twice, NaN, huge numbers refused) against
+    the floor: a fresh Python that only reads the envelope and its payload with plain json.loads."""
+    provenance = work / "provenance" / "provenance.intoto.jsonl"
+    digest = "sha256:" + hashlib.sha256((drop / "d00" / "e0" / "f0.dat").read_bytes()).hexdigest()
+    key = work / "key" / "slsa-signing.pub"
+    verify = [sys.executable, "-m", "slsa_provenance", "verify", "--provenance", str(provenance)]
+    verify += ["--key", str(key), "--digest", digest, "--allow-unconfirmed"]
+    plain = "import base64, json, sys; json.loads(base64.b64decode(json.load(open(sys.argv[1]))['payload']))"
+    (floor, _), (elapsed, _) = alternate(
+        runs,
+        lambda: run([sys.executable, "-c", plain, str(provenance)], env=ENV),
+        lambda: run(verify, env=ENV),
+    )
+    report.add(
+        f"verify, {subjects:,}-subject provenance",
+        f"{elapsed:.2f} s ({elapsed / floor:.1f} x)",
+        f"plain json.loads in a fresh Python: {floor:.2f} s",
+        "<= 1 s",
+        elapsed <= 1,
+    )
 
 
 def startup(report: Report, work: Path, runs: int) -> None:

@@ -9,6 +9,7 @@ import copy
 import hashlib
 import json
 import os
+import shutil
 import unicodedata
 from collections.abc import Callable
 from dataclasses import replace
@@ -18,13 +19,23 @@ from typing import Any
 import pytest
 from cryptography.hazmat.primitives.asymmetric import ec
 
-from conftest import COMMIT, PIPELINE_ENV
+from conftest import COMMIT, PIPELINE_ENV, run_cli, shared_ref
 from slsa_provenance.gate.artifacts import folder_artifacts
 from slsa_provenance.gate.checks import Artifact, Builder, Expectations, check_artifacts, run_checks
+from slsa_provenance.gate.flow import GateOptions, GateResult, verify_gate
 from slsa_provenance.provenance.context import RunContext
-from slsa_provenance.provenance.statement import Subject, build_statement, canonical_json
+from slsa_provenance.provenance.sbom import SBOM_NAMES
+from slsa_provenance.provenance.statement import (
+    SPDX_MEDIA_TYPE,
+    ResourceDescriptor,
+    Subject,
+    build_statement,
+    canonical_json,
+)
 from slsa_provenance.signing import dsse
+from slsa_provenance.signing.keys import public_key_pem
 from slsa_provenance.signing.local import LocalSigner
+from test_registry import acr, registry  # noqa: F401 (the real registry's fixtures, asked for by name)
 
 APP = b"app v1\n"
 APP_SHA = hashlib.sha256(APP).hexdigest()
@@ -169,6 +180,22 @@ ENVELOPE_ATTACKS: dict[str, tuple[Callable[[LocalSigner], bytes], str]] = {
     "HOLE a UTF-16 signed payload": (
         _payload_variant(lambda p: p.decode().encode("utf-16-le")),
         "(3) statement: the payload is not UTF-8 JSON without a byte order mark",
+    ),
+    "a key twice in a subject's digest (found by counting keys against colons)": (
+        _payload_variant(lambda p: p.replace(b'{"sha256":', b'{"sha256":"' + b"0" * 64 + b'","sha256":', 1)),
+        "(3) statement: the payload is ambiguous JSON: key 'sha256' is given twice",
+    ),
+    "a key twice that holds colons and escaped quotes": (
+        _payload_variant(lambda p: p[:-1] + b',"x":{"a\\":\\\\b":1,"a\\":\\\\b":2}}'),
+        "(3) statement: the payload is ambiguous JSON: key",
+    ),
+    "colons, quotes and brackets inside strings, no key twice": (
+        _payload_variant(lambda p: p[:-1] + b',"x":{"a\\":[{b":"\\\\","c:":"]}\\\\\\"::"}}'),
+        "",
+    ),
+    "deep nesting behind an escaped backslash before a quote": (
+        _payload_variant(lambda p: p[:-1] + b',"x":"\\\\",' + b'"y":' + b"[" * 100 + b"]" * 100 + b"}"),
+        "(3) statement: the payload is not JSON",
     ),
     "signed payload not UTF-8": (
         _payload_variant(lambda p: p[:-1] + b',"x":"\xff"}'),
@@ -357,6 +384,42 @@ EXPECTATION_ATTACKS: dict[str, tuple[Callable[[], Statement], Expectations, str]
     "builder id given and a policy's builders: both must match": (
         statement,
         Expectations(builder_id=BUILDER, builders=(Builder(BUILDER + "x", 3),)),
+        "(5) builder.id",
+    ),
+    "HOLE builder glob: a branch named feature/x@refs/heads/main": (
+        lambda: statement(ref="refs/heads/feature/x@refs/heads/main"),
+        Expectations(builders=(Builder("https://dev.azure.com/contoso/web/**@refs/heads/main", 2),)),
+        "(5) builder.id: got 'https://dev.azure.com/contoso/web/web/azure-pipelines.yml@refs/heads/feature/x@",
+    ),
+    "builder id whose @ref is not workflow.ref": (
+        lambda: replace_builder(BUILDER.replace("@refs/heads/main", "@refs/heads/release")),
+        Expectations(builders=(Builder("**@**", 2),)),
+        "(5) builder.id: got 'https://dev.azure.com/contoso/web/web/azure-pipelines.yml@refs/heads/release', "
+        "expected it to end with @ and workflow.ref 'refs/heads/main'",
+    ),
+    "HOLE builder bound to keys, signed by another trusted key": (
+        statement,
+        Expectations(builders=(Builder(BUILDER, 3, keys=("sha256:" + "0" * 64,)),)),
+        f"(5) builder.id: got '{BUILDER}', signed by key sha256:",
+    ),
+    "builder bound to keys at level 3, another entry at level 2 for this key": (
+        statement,
+        Expectations(builders=(Builder(BUILDER, 3, keys=("sha256:" + "0" * 64,)), Builder(BUILDER, 2))),
+        "",
+    ),
+    "HOLE ref glob ** across a .. segment": (
+        lambda: statement(ref="refs/tags/v1/../../heads/evil"),
+        Expectations(source_ref="refs/tags/**"),
+        "(7) ref",
+    ),
+    "HOLE ref glob [!.] matching /": (
+        lambda: statement(ref="refs/heads/a/b"),
+        Expectations(source_ref="refs/heads/a[!.]b"),
+        "(7) ref",
+    ),
+    "HOLE builder glob [!x] matching /": (
+        lambda: replace_builder(BUILDER.replace("/web/web/", "/web/w/b/")),
+        Expectations(builders=(Builder(BUILDER.replace("/web/web/", "/web/w[!x]b/"), 2),)),
         "(5) builder.id",
     ),
     "buildType of another builder": (
@@ -561,3 +624,493 @@ def test_provenance_shipped_in_the_folder(
         shipped = next(line for line in lines if line.startswith("FAILED"))
         assert shipped.startswith("FAILED: _manifest/slsa_1.0/provenance."), shipped
         assert shipped.endswith("holds another envelope than the provenance file verified"), shipped
+
+
+def gate(tmp_path: Path, signer: LocalSigner, document: Statement, **options: Any) -> GateResult:
+    """verify_gate of `document`, signed by the trusted key, with `options` (artifacts, vsa, ...)."""
+    provenance = tmp_path / "verified.intoto.jsonl"
+    if not provenance.exists():
+        provenance.write_bytes(dsse.Envelope.from_json(signed_json(signer, document)).to_json())
+    options = {"provenance": provenance, "keys": [str(tmp_path / "trusted.pub")], **options}
+    (tmp_path / "trusted.pub").write_bytes(public_key_pem(signer.public_key()))
+    return verify_gate(GateOptions(**options))
+
+
+IMAGE = "myacr.azurecr.io/team/app"
+
+# (the files the folder holds, the subjects signed, a line expected, whether everything passes)
+COMPLETENESS: dict[str, tuple[dict[str, bytes], dict[str, str], str, bool]] = {
+    "HOLE a subject deleted from the folder (a security config, say)": (
+        {"bin/app": APP},
+        {"bin/app": APP_SHA, "etc/policy.conf": hashlib.sha256(b"deny all\n").hexdigest()},
+        "FAILED: etc/policy.conf: (9) subject: etc/policy.conf is missing from",
+        False,
+    ),
+    "HOLE every subject deleted, only the SBOM left": (
+        {"_manifest/spdx_2.2/manifest.spdx.json": b"{}"},
+        {"bin/app": APP_SHA},
+        "FAILED: bin/app: (9) subject: bin/app is missing from",
+        False,
+    ),
+    "an image subject beside the files is not looked for in the folder": (
+        {"bin/app": APP},
+        {"bin/app": APP_SHA, IMAGE: "c" * 64},
+        "PASSED: bin/app",
+        True,
+    ),
+    "a file named like an image, under a folder named like a registry, is a file": (
+        {"bin/app": APP, "myacr.azurecr.io/other": b"x"},
+        {"bin/app": APP_SHA, IMAGE: "c" * 64, "myacr.azurecr.io/other": hashlib.sha256(b"x").hexdigest()},
+        f"FAILED: {IMAGE}: (9) subject: {IMAGE} is missing from",
+        False,
+    ),
+}
+
+
+@pytest.mark.parametrize("attack", COMPLETENESS, ids=list(COMPLETENESS))
+def test_a_folder_must_hold_every_file_subject(tmp_path: Path, signer: LocalSigner, attack: str) -> None:
+    files, subjects, line, passes = COMPLETENESS[attack]
+    folder = tmp_path / "drop"
+    for name, data in files.items():
+        _write(name, data)(folder)
+    byproducts = [
+        ResourceDescriptor(
+            name=n, digest={"sha256": hashlib.sha256(d).hexdigest()}, media_type=SPDX_MEDIA_TYPE
+        )
+        for n, d in files.items()
+        if n in SBOM_NAMES
+    ]
+    document = statement(**subjects)
+    document["predicate"]["runDetails"]["byproducts"] = [b.to_json() for b in byproducts]
+    result = gate(tmp_path, signer, document, artifacts=[folder])
+    assert any(text.startswith(line) for text in result.lines()), result.lines()
+    assert result.passed == passes, result.lines()
+
+
+REAL_SBOMS = {
+    "sbom-tool's sample, sidecar matching": ("sbom-tool/samples/_manifest/spdx_2.2", ""),
+    "sbom-tool 1.5.1, a final newline added after (the sidecar no longer matches)": (
+        "sbom/sbom-tool-1.5.1-source-drop/_manifest/spdx_2.2",
+        "(10) sbom: _manifest/spdx_2.2/manifest.spdx.json.sha256 does not match "
+        "_manifest/spdx_2.2/manifest.spdx.json: sha256 got 6ca7a68b",
+    ),
+    "the manifest task's UTF-16LE sidecar, the SBOM reformatted after": (
+        "sbom/ado-manifest-task-2.1.14-repo-drop/_manifest/spdx_2.2",
+        "(10) sbom: _manifest/spdx_2.2/manifest.spdx.json.sha256 does not match "
+        "_manifest/spdx_2.2/manifest.spdx.json: sha256 got e73bd577",
+    ),
+}
+
+
+@pytest.mark.parametrize("case", REAL_SBOMS, ids=list(REAL_SBOMS))
+def test_hole_sidecars_must_match_the_sbom_beside_them(
+    tmp_path: Path, signer: LocalSigner, case: str
+) -> None:
+    """The gate allowed any `.sha256` in `_manifest/` and never read it."""
+    source, error = REAL_SBOMS[case]
+    folder = tmp_path / "drop"
+    _write("bin/app", APP)(folder)
+    for name in ("manifest.spdx.json", "manifest.spdx.json.sha256"):
+        data = shared_ref(f"{source}/{name}").read_bytes()
+        _write(f"_manifest/spdx_2.2/{name}", data)(folder)
+    sbom = (folder / SBOM_NAMES[0]).read_bytes()
+    document = statement()
+    document["predicate"]["runDetails"]["byproducts"] = [
+        {
+            "name": SBOM_NAMES[0],
+            "digest": {"sha256": hashlib.sha256(sbom).hexdigest()},
+            "mediaType": SPDX_MEDIA_TYPE,
+        }
+    ]
+    result = gate(tmp_path, signer, document, artifacts=[folder])
+    failed = [line for line in result.lines() if line.startswith("FAILED")]
+    if not error:
+        assert result.passed, result.lines()
+    else:
+        assert failed == [f"FAILED: {SBOM_NAMES[0]}.sha256: {failed[0].split(': ', 2)[2]}"], failed
+        assert failed[0].split(": ", 2)[2].startswith(error), failed
+
+
+@pytest.mark.parametrize(
+    ("sidecar", "error"),
+    [
+        (b"not a digest", "does not hold a SHA-256 digest"),
+        (None, "describes _manifest/spdx_2.2/manifest.spdx.json, which is not there"),
+    ],
+)
+def test_a_sidecar_without_a_digest_or_without_its_sbom_is_refused(
+    tmp_path: Path, signer: LocalSigner, sidecar: bytes | None, error: str
+) -> None:
+    folder = tmp_path / "drop"
+    _write("bin/app", APP)(folder)
+    _write(f"{SBOM_NAMES[0]}.sha256", sidecar or b"a" * 64)(folder)
+    if sidecar is not None:
+        _write(SBOM_NAMES[0], b"{}")(folder)
+    result = gate(tmp_path, signer, statement(), artifacts=[folder])
+    assert not result.passed
+    assert any(
+        error in line for line in result.lines() if line.startswith(f"FAILED: {SBOM_NAMES[0]}.sha256")
+    ), result.lines()
+
+
+def _vsa_at(name: str) -> Callable[[Path], Path]:
+    return lambda tmp: tmp / name
+
+
+# Where --vsa points (given the test's folder); each is an input the gate reads, refused with exit 2,
+# and left as it was.
+VSA_OVER_INPUTS: dict[str, Callable[[Path], Path]] = {
+    "HOLE the provenance": _vsa_at("verified.intoto.jsonl"),
+    "HOLE the trusted key": _vsa_at("trusted.pub"),
+    "HOLE the summary signer's private key": _vsa_at("vsa.key"),
+    "HOLE the policy": _vsa_at("policy.yml"),
+    "HOLE the SBOM given": _vsa_at("sbom.json"),
+    "HOLE an artifact file": _vsa_at("app"),
+    "HOLE a file inside an artifact folder": _vsa_at("drop/bin/app"),
+    "HOLE a new file inside an artifact folder": _vsa_at("drop/vsa.intoto.jsonl"),
+    "HOLE the provenance by another path": lambda tmp: tmp / "drop" / ".." / "verified.intoto.jsonl",
+    "HOLE the provenance by a hard link": lambda tmp: (
+        os.link(tmp / "verified.intoto.jsonl", tmp / "hard"),
+        tmp / "hard",
+    )[1],
+    "HOLE a file that is not a summary (a stranger's)": lambda tmp: (
+        (tmp / "notes.txt").write_text("keep me"),
+        tmp / "notes.txt",
+    )[1],
+    "a symbolic link to a new file": lambda tmp: ((tmp / "link").symlink_to(tmp / "new"), tmp / "link")[1],
+}
+
+
+@pytest.mark.parametrize("target", VSA_OVER_INPUTS, ids=list(VSA_OVER_INPUTS))
+def test_the_summary_never_overwrites_an_input(
+    tmp_path: Path, signer: LocalSigner, key_files: dict[str, tuple[Path, Path]], target: str
+) -> None:
+    from slsa_provenance.errors import InputError
+
+    folder = tmp_path / "drop"
+    _write("bin/app", APP)(folder)
+    _write("app", APP)(tmp_path)
+    _write("sbom.json", b"{}")(tmp_path)
+    _write("vsa.key", key_files["ed25519"][0].read_bytes())(tmp_path)
+    (tmp_path / "trusted.pub").write_bytes(public_key_pem(signer.public_key()))
+    (tmp_path / "policy.yml").write_text("trustedKeys: [trusted.pub]\nallowUnconfirmed: false\n")
+    gate(tmp_path, signer, statement(), artifacts=[folder])  # writes the provenance
+    vsa = VSA_OVER_INPUTS[target](tmp_path)
+    before = {p: p.read_bytes() for p in tmp_path.rglob("*") if p.is_file()}
+    with pytest.raises(InputError, match=r"^--vsa ") as refused:
+        gate(
+            tmp_path,
+            signer,
+            statement(),
+            artifacts=[folder, tmp_path / "app"],
+            sbom=tmp_path / "sbom.json",
+            policy=tmp_path / "policy.yml",
+            vsa=vsa,
+            vsa_signer=f"file:{tmp_path / 'vsa.key'}",
+        )
+    assert refused.value.exit_code == 2 and refused.value.remedy
+    assert {p: p.read_bytes() for p in tmp_path.rglob("*") if p.is_file()} == before
+
+
+def test_only_an_earlier_summary_is_removed_and_a_new_one_lands_whole(
+    tmp_path: Path, signer: LocalSigner, key_files: dict[str, tuple[Path, Path]]
+) -> None:
+    folder = tmp_path / "drop"
+    _write("bin/app", APP)(folder)
+    vsa = tmp_path / "out" / "vsa.intoto.jsonl"
+    options = {"artifacts": [folder], "vsa": vsa, "vsa_signer": f"file:{key_files['ed25519'][0]}"}
+    assert gate(tmp_path, signer, statement(), **options).passed and vsa.is_file()
+    earlier = vsa.read_bytes()
+    _write("bin/app", b"tampered")(folder)
+    assert not gate(tmp_path, signer, statement(), **options).passed
+    assert not vsa.exists(), "the earlier summary would stand for this failed run"
+    _write("bin/app", APP)(folder)
+    vsa.write_bytes(earlier)
+    assert gate(tmp_path, signer, statement(), **options).passed
+    assert [p.name for p in vsa.parent.iterdir()] == ["vsa.intoto.jsonl"]  # no temporary left
+
+
+def _provenance_file(tmp_path: Path, signer: LocalSigner, document: Statement, keyid: str = "") -> Path:
+    signed = envelope(signer, canonical_json(document))
+    if keyid:
+        signed["signatures"][0]["keyid"] = keyid  # not signed: anyone may write anything there
+    (tmp_path / "trusted.pub").write_bytes(public_key_pem(signer.public_key()))
+    path = tmp_path / "verified.intoto.jsonl"
+    path.write_text(json.dumps(signed))
+    return path
+
+
+def test_hole_an_abbreviated_flag_is_refused_not_completed(tmp_path: Path, signer: LocalSigner) -> None:
+    """`--allow` was taken as --allow-unconfirmed: a typo widened the gate."""
+    provenance = _provenance_file(tmp_path, signer, statement())
+    _write("app", APP)(tmp_path)
+    base = (
+        "verify",
+        "--provenance",
+        provenance,
+        "--key",
+        tmp_path / "trusted.pub",
+        "--artifact",
+        tmp_path / "app",
+    )
+    assert run_cli(*base).returncode == 0
+    for abbreviated in (["--allow"], ["--prov", provenance], ["--artifac", tmp_path / "app"]):
+        result = run_cli(*base, *abbreviated)
+        assert result.returncode == 2 and f"unrecognized arguments: {abbreviated[0]}" in result.stderr, result
+
+
+VSO = "##vso[task.setvariable variable=DEPLOY_APPROVED]yes"
+
+
+def test_hole_names_printed_by_the_cli_cannot_become_logging_commands(
+    tmp_path: Path, signer: LocalSigner
+) -> None:
+    folder = tmp_path / "drop"
+    _write(f"bin/x{VSO}", APP)(folder)
+    provenance = _provenance_file(tmp_path, signer, statement(**{f"bin/x{VSO}": APP_SHA}))
+    key = tmp_path / "trusted.pub"
+    runs = {
+        "a file name": run_cli("verify", "--provenance", provenance, "--key", key, "--artifact", folder),
+        "a missing artifact's name": run_cli(
+            "verify", "--provenance", provenance, "--key", key, "--artifact", tmp_path / VSO
+        ),
+        "an unknown flag": run_cli("verify", f"--{VSO}"),
+        "a key file's name": run_cli(
+            "verify", "--provenance", provenance, "--key", tmp_path / VSO, "--digest", "x"
+        ),
+    }
+    assert runs["a file name"].returncode == 0, runs["a file name"]
+    assert "PASSED: bin/x##vso\u200b[task.setvariable" in runs["a file name"].stdout
+    for what, result in runs.items():
+        lines = (result.stdout + result.stderr).splitlines()
+        assert lines and not any("##vso[" in line for line in lines), (what, lines)
+
+
+def test_hole_the_key_id_output_is_the_trusted_keys_never_the_envelopes(
+    tmp_path: Path, signer: LocalSigner, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The envelope's keyid is not signed: the step output and the CLI named whatever it said."""
+    from slsa_provenance import step
+    from slsa_provenance.signing.keys import fingerprint
+
+    forged = "https://prod.vault.azure.net/keys/release-signing/0123456789abcdef"
+    provenance = _provenance_file(tmp_path, signer, statement(), keyid=forged)
+    _write("app", APP)(tmp_path)
+    step.main(
+        {
+            "AGENT_TEMPDIRECTORY": str(tmp_path),
+            "INPUT_COMMAND": "verify",
+            "INPUT_PROVENANCEFILE": str(provenance),
+            "INPUT_TRUSTEDKEYS": str(tmp_path / "trusted.pub"),
+            "INPUT_ARTIFACTS": str(tmp_path / "app"),
+        }
+    )
+    out = capsys.readouterr().out
+    assert "##vso[task.complete result=Succeeded]" in out, out
+    trusted = fingerprint(signer.public_key())
+    assert f"##vso[task.setvariable variable=keyId]{trusted}\n" in out
+    assert forged not in out
+
+
+# A policy file's text, and the start of the problem the loader names (exit 2, nothing verified).
+POLICY_ATTACKS = {
+    "HOLE level 3.0 (a float JSON Schema takes for 3)": (
+        f"trustedKeys: [k.pub]\nbuilders: [{{id: '{BUILDER}', level: 3.0, keys: [k.pub]}}]\n",
+        "line 2: builders[0].level: 3.0 is not an integer 1 to 3",
+    ),
+    "HOLE level 3 without keys (any pipeline with a trusted key could claim it)": (
+        f"trustedKeys: [k.pub]\nbuilders: [{{id: '{BUILDER}', level: 3}}]\n",
+        "line 2: builders[0]: 'keys' is a required property",
+    ),
+    "HOLE a builder id without @REF": (
+        "trustedKeys: [k.pub]\nbuilders: [{id: 'https://dev.azure.com/contoso/**', level: 2}]\n",
+        "line 2: builders[0].id: 'https://dev.azure.com/contoso/**' has no @REF",
+    ),
+    "level true": (
+        f"trustedKeys: [k.pub]\nbuilders: [{{id: '{BUILDER}', level: true}}]\n",
+        "line 2: builders[0].level: True is not of type 'integer'",
+    ),
+}
+
+
+@pytest.mark.parametrize("attack", POLICY_ATTACKS, ids=list(POLICY_ATTACKS))
+def test_policy_attacks(tmp_path: Path, attack: str) -> None:
+    from slsa_provenance.errors import InputError
+    from slsa_provenance.gate.policy import load_policy
+
+    text, problem = POLICY_ATTACKS[attack]
+    (tmp_path / "policy.yml").write_text(text)
+    with pytest.raises(InputError) as refused:
+        load_policy(tmp_path / "policy.yml")
+    assert problem in refused.value.message and refused.value.exit_code == 2, refused.value.message
+
+
+def test_hole_build_type_cannot_widen_a_policy_without_one(tmp_path: Path, signer: LocalSigner) -> None:
+    """A policy without buildType expects the Azure Pipelines one; --build-type replaced it."""
+    from slsa_provenance.errors import InputError
+
+    (tmp_path / "policy.yml").write_text("trustedKeys: [trusted.pub]\n")
+    document = statement()
+    document["predicate"]["buildDefinition"]["buildType"] = "https://evil.example/buildtype"
+    with pytest.raises(InputError, match="contradicts the buildType"):
+        gate(
+            tmp_path,
+            signer,
+            document,
+            digests=[f"sha256:{APP_SHA}"],
+            policy=tmp_path / "policy.yml",
+            build_type="https://evil.example/buildtype",
+        )
+
+
+def _policy_digest(tmp_path: Path, signer: LocalSigner, key: Path, **options: Any) -> str:
+    from slsa_provenance.gate.vsa import PREDICATE_TYPE
+
+    shutil.copy(key, tmp_path / "trusted.pub")
+    vsa = tmp_path / "vsa.intoto.jsonl"
+    provenance = tmp_path / "verified.intoto.jsonl"
+    provenance.write_bytes(dsse.Envelope.from_json(signed_json(signer, statement())).to_json())
+    options = {"provenance": provenance, "digests": [f"sha256:{APP_SHA}"], "vsa": vsa, **options}
+    assert verify_gate(
+        GateOptions(vsa_signer=f"file:{key.with_suffix('.key')}", **options)
+    ).passed
+    payload = json.loads(dsse.Envelope.from_json(vsa.read_bytes()).payload)
+    assert payload["predicateType"] == PREDICATE_TYPE
+    return str(payload["predicate"]["policy"]["digest"]["sha256"])
+
+
+def test_hole_the_summary_policy_digest_covers_the_trusted_keys(
+    tmp_path: Path, key_files: dict[str, tuple[Path, Path]]
+) -> None:
+    """The same policy text naming keys/trusted.pub, or the same flags, with another key in that
+    file gave the same policy digest: the summary could not tell which keys decided the verdict."""
+    digests = {}
+    for name in ("ecdsa-p256", "ed25519"):
+        private, public = key_files[name]
+        signer = LocalSigner.from_file(str(private))
+        (tmp_path / "policy.yml").write_text("trustedKeys: [trusted.pub]\n")
+        with_policy = _policy_digest(tmp_path, signer, public, policy=tmp_path / "policy.yml")
+        flags_only = _policy_digest(tmp_path, signer, public, keys=[str(tmp_path / "trusted.pub")])
+        digests[name] = (with_policy, flags_only)
+    assert digests["ecdsa-p256"][0] != digests["ed25519"][0]
+    assert digests["ecdsa-p256"][1] != digests["ed25519"][1]
+
+
+# Images, against the real registry (tests/registry.py): which attestations count for which image.
+def _registry_stack(request: pytest.FixtureRequest) -> tuple[Any, Any]:
+    """The Azure stack and the real registry (test_registry's fixtures), asked for by name."""
+    return request.getfixturevalue("acr"), request.getfixturevalue("registry")
+
+
+def _attach_by_hand(server: Any, repo: str, digest: str, bundle: bytes, *, typed: bool = True) -> None:
+    """What a writer with push rights (or a mirroring tool) leaves: the bundle, its referrer manifest
+    for `digest`, and the `sha256-<hex>` tag index; `typed=False` drops the entry's artifactType as
+    skopeo copy --all does."""
+    from registry import OCI_INDEX, OCI_MANIFEST
+    from slsa_provenance.registry.attach import index_entry, referrer_manifest
+    from slsa_provenance.registry.reference import Descriptor
+
+    server.push_blob(repo, b"{}")
+    layer = server.push_blob(repo, bundle)
+    size = len(server.get(repo, f"manifests/{digest}").content)
+    referrer = referrer_manifest(
+        Descriptor(OCI_MANIFEST, digest, size),
+        Descriptor("application/vnd.dev.sigstore.bundle.v0.3+json", layer["digest"], layer["size"]),
+        "2026-12-03T12:00:00Z",
+    )
+    referrer_digest = server.put_manifest(repo, "attestation", referrer, OCI_MANIFEST)
+    entry = index_entry(Descriptor(OCI_MANIFEST, referrer_digest, len(referrer)), "2026-12-03T12:00:00Z")
+    if not typed:
+        del entry["artifactType"]
+    index = json.dumps({"schemaVersion": 2, "mediaType": OCI_INDEX, "manifests": [entry]}).encode()
+    server.put_manifest(repo, f"sha256-{digest.removeprefix('sha256:')}", index, OCI_INDEX)
+
+
+def test_hole_a_drop_file_holding_the_manifest_bytes_does_not_attest_the_image(
+    request: pytest.FixtureRequest, key_files: dict[str, tuple[Path, Path]], tmp_path: Path
+) -> None:
+    azure, server = _registry_stack(request)
+    from test_registry import generate, repository, verify
+
+    private, public = key_files["ecdsa-p256"]
+    repo = repository()
+    digest = server.push_image(repo)
+    _write("manifest.json", server.get(repo, f"manifests/{digest}").content)(tmp_path / "drop")
+    code, _, err = generate(azure, private, tmp_path / "out", "--drop", str(tmp_path / "drop"))
+    assert code == 0, err
+    _attach_by_hand(server, repo, digest, (tmp_path / "out" / "provenance.sigstore.json").read_bytes())
+    code, out, err = verify(azure, public, f"{server.host}/{repo}@{digest}")
+    assert code == 1, out + err
+    assert f"(9) subject: no subject is named '{server.host}/{repo}'" in out, out
+
+
+def test_hole_another_repositorys_attestation_does_not_count(
+    request: pytest.FixtureRequest, key_files: dict[str, tuple[Path, Path]], tmp_path: Path
+) -> None:
+    """The same manifest pushed to a second repository, the first one's bundle attached there."""
+    azure, server = _registry_stack(request)
+    from test_registry import attach_new_image, repository, verify
+
+    private, public = key_files["ecdsa-p256"]
+    repo, digest, (code, _, err) = attach_new_image(azure, server, private, tmp_path)
+    assert code == 0, err
+    other = repository()
+    manifest = server.get(repo, f"manifests/{digest}").content
+    for blob in [json.loads(manifest)["config"], *json.loads(manifest)["layers"]]:
+        server.push_blob(other, server.get(repo, f"blobs/{blob['digest']}").content)
+    assert server.put_manifest(other, "v1", manifest, json.loads(manifest)["mediaType"]) == digest
+    _attach_by_hand(server, other, digest, (tmp_path / "out" / "provenance.sigstore.json").read_bytes())
+    code, out, err = verify(azure, public, f"{server.host}/{other}@{digest}")
+    assert code == 1 and f"(9) subject: no subject is named '{server.host}/{other}'" in out, out + err
+    code, out, err = verify(azure, public, f"{server.host}/{repo}@{digest}")
+    assert code == 0, out + err
+
+
+def test_hole_a_mirrored_tag_index_without_artifact_type_is_still_read(
+    request: pytest.FixtureRequest, key_files: dict[str, tuple[Path, Path]], tmp_path: Path
+) -> None:
+    """skopeo copy --all rewrites the sha256-<hex> index without the entries' artifactType; the
+    gate skipped every such entry and found no attestation."""
+    azure, server = _registry_stack(request)
+    from test_registry import generate, repository, verify
+
+    private, public = key_files["ecdsa-p256"]
+    repo = repository()
+    digest = server.push_image(repo)
+    image = f"{server.host}/{repo}@{digest}"
+    code, _, err = generate(azure, private, tmp_path / "out", "--image", image)
+    assert code == 0, err
+    bundle = (tmp_path / "out" / "provenance.sigstore.json").read_bytes()
+    _attach_by_hand(server, repo, digest, bundle, typed=False)
+    code, out, err = verify(azure, public, image)
+    assert code == 0, out + err
+    assert f"PASSED: {image} (referrer sha256:" in out
+
+
+def test_a_tag_is_verified_as_the_digest_it_resolved_to(
+    request: pytest.FixtureRequest, key_files: dict[str, tuple[Path, Path]], tmp_path: Path, capsys: Any
+) -> None:
+    """The step's verifiedImages output and the CLI's line name the digest verified, not the tag."""
+    azure, server = _registry_stack(request)
+    from slsa_provenance import step
+    from test_registry import generate, repository, verify
+
+    private, public = key_files["ecdsa-p256"]
+    repo = repository()
+    digest = server.push_image(repo, "release")
+    code, _, err = generate(
+        azure, private, tmp_path / "out", "--image", f"{server.host}/{repo}:release", "--attach"
+    )
+    assert code == 0, err
+    code, out, err = verify(azure, public, f"{server.host}/{repo}:release")
+    assert code == 0 and f"verified image: {server.host}/{repo}@{digest}\n" in err, out + err
+    inputs = {
+        "INPUT_COMMAND": "verify",
+        "INPUT_VERIFYIMAGES": f"{server.host}/{repo}:release",
+        "INPUT_TRUSTEDKEYS": str(public),
+        "AGENT_TEMPDIRECTORY": str(tmp_path),
+    }
+    step.main({**azure.env, **inputs})
+    out = capsys.readouterr().out
+    assert "##vso[task.complete result=Succeeded]" in out, out
+    assert f"##vso[task.setvariable variable=verifiedImages]{server.host}/{repo}@{digest}\n" in out

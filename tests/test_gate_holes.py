@@ -95,7 +95,9 @@ def test_unconfirmed_provenance_is_refused_unless_allowed(drop: Path, key_files)
     assert refused.returncode == 1
     assert refused.stdout.splitlines()[0] == (
         "FAILED: README.txt: (11) confirmation: serverConfirmed: got false, expected true (the run's "
-        "claims were not confirmed by the server; allow it only with --allow-unconfirmed)"
+        "claims were not confirmed by the server: generate with confirmWithServer on; to accept such "
+        "provenance anyway, say allowUnconfirmed: true in the policy, or pass --allow-unconfirmed when "
+        "there is none)"
     )
     allowed = verify(drop / OUTPUT, public, *pinned, "--allow-unconfirmed")
     assert allowed.returncode == 0, allowed.stdout

@@ -11,9 +11,8 @@ import pytest
 
 from conftest import PIPELINE_ENV, REPO, run_cli
 from slsa_provenance.errors import InputError
-from slsa_provenance.gate.checks import Builder
 from slsa_provenance.gate.flow import GateOptions, verify_gate
-from slsa_provenance.gate.policy import load_policy
+from slsa_provenance.gate.policy import PolicyBuilder, load_policy
 from slsa_provenance.provenance.context import RunContext
 from slsa_provenance.provenance.statement import ResourceDescriptor, Subject, build_statement, canonical_json
 from slsa_provenance.signing import dsse
@@ -24,20 +23,39 @@ BUILDER = "https://dev.azure.com/contoso/web/web/azure-pipelines.yml@refs/heads/
 REPOSITORY = "https://dev.azure.com/contoso/web/_git/web"
 
 
+KEY_VAULT_KEY = "https://contoso-kv.vault.azure.net/keys/slsa-provenance"
+
+
 def test_the_documented_example_loads() -> None:
     policy = load_policy(REPO / "docs" / "policy.example.yml")
-    assert policy.trusted_keys == (
-        str(REPO / "docs" / "keys" / "slsa-signing.pub"),
-        "https://contoso-release.vault.azure.net/keys/slsa-signing",
-    )
+    assert policy.trusted_keys == (KEY_VAULT_KEY,)
     assert policy.builders == (
-        Builder(BUILDER, 2),
-        Builder("https://dev.azure.com/contoso/web/web/release/attest-stage.yml@refs/tags/v*", 3),
+        PolicyBuilder(BUILDER, 3, (KEY_VAULT_KEY,)),
+        PolicyBuilder(BUILDER.replace("refs/heads/main", "refs/tags/v*"), 3, (KEY_VAULT_KEY,)),
     )
     assert policy.repositories == (REPOSITORY,)
     assert policy.refs == ("refs/heads/main", "refs/tags/v*")
     assert policy.require_sbom is True and policy.allow_unconfirmed is False
     assert policy.sha256 == hashlib.sha256((REPO / "docs" / "policy.example.yml").read_bytes()).hexdigest()
+    pipeline = (REPO / "docs" / "pipelines" / "azure-pipelines.yml").read_text()
+    assert f"keyVaultKey: {KEY_VAULT_KEY}\n" in pipeline, "the example binds the attest stage's key"
+
+
+def test_the_example_gives_level_3_to_the_attest_stage_key_only(
+    tmp_path: Path, key_files: dict[str, tuple[Path, Path]]
+) -> None:
+    """The example policy, its Key Vault key standing for a local one, against provenance in the
+    attest stage's builder id form (the pipeline's own: attest-stage.yml runs inside it)."""
+    attest, build_job = key_files["ecdsa-p256"], key_files["ecdsa-p384"]
+    text = (REPO / "docs" / "policy.example.yml").read_text().replace(KEY_VAULT_KEY, str(attest[1]))
+    policy = write(tmp_path, text.replace("trustedKeys:\n", f"trustedKeys:\n  - {build_job[1]}\n"))
+    for private, verdict in [(attest[0], "PASSED"), (build_job[0], "FAILED")]:
+        result = gate(tmp_path, LocalSigner.from_file(str(private)), policy)
+        assert first_line(result).startswith(f"{verdict}: sha256:{APP}"), first_line(result)
+    assert "(5) builder.id: got" in first_line(
+        result
+    ) and "not among the keys the policy binds" in first_line(result)
+    assert gate(tmp_path, LocalSigner.from_file(str(attest[0])), policy).report.level == 3
 
 
 def write(tmp_path: Path, text: str, name: str = "policy.yml") -> Path:
@@ -161,8 +179,8 @@ def test_a_policy_passes_and_gives_the_builder_s_level(
         tmp_path,
         public,
         builders=[
-            {"id": "https://evil.example/**", "level": 3},
-            {"id": "https://dev.azure.com/contoso/**", "level": 3},
+            {"id": "https://evil.example/**@refs/heads/main", "level": 3, "keys": [str(public)]},
+            {"id": "https://dev.azure.com/contoso/**@refs/heads/*", "level": 3, "keys": [str(public)]},
         ],
         repositories=[f"git+{REPOSITORY}"],
         refs=["refs/tags/v*", "refs/heads/*"],
@@ -177,9 +195,9 @@ def test_a_policy_passes_and_gives_the_builder_s_level(
     ("fields", "options", "message"),
     [
         (
-            {"builders": [{"id": "https://dev.azure.com/contoso/*", "level": 3}]},
+            {"builders": [{"id": "https://dev.azure.com/contoso/*@refs/heads/main", "level": 2}]},
             {},
-            f"(5) builder.id: builder.id: got '{BUILDER}', expected one of ['https://dev.azure.com/contoso/*']",
+            f"(5) builder.id: got '{BUILDER}', expected one of ['https://dev.azure.com/contoso/*@refs/heads/main']",
         ),
         (
             {"repositories": ["https://dev.azure.com/contoso/other/_git/other"]},
@@ -216,7 +234,10 @@ def test_unconfirmed_provenance_allowed_by_the_policy_earns_level_1(
     tmp_path: Path, signer: LocalSigner, key_files
 ) -> None:  # type: ignore[no-untyped-def]
     policy = policy_file(
-        tmp_path, key_files["ecdsa-p256"][1], allowUnconfirmed=True, builders=[{"id": "**", "level": 3}]
+        tmp_path,
+        key_files["ecdsa-p256"][1],
+        allowUnconfirmed=True,
+        builders=[{"id": "**@**", "level": 3, "keys": [str(key_files["ecdsa-p256"][1])]}],
     )
     result = gate(tmp_path, signer, policy, confirmed=False)
     assert result.report.passed and result.report.level == 1
@@ -230,7 +251,7 @@ def test_flags_narrow_the_policy(tmp_path: Path, signer: LocalSigner, key_files)
         f"FAILED: sha256:{APP}: (7) ref: workflow.ref: got 'refs/heads/main', expected 'refs/heads/release'"
     )
     other = gate(tmp_path, signer, policy, builder_id="https://dev.azure.com/contoso/web/web/other.yml@x")
-    assert "(5) builder.id: builder.id: got" in first_line(other)
+    assert "(5) builder.id: got" in first_line(other)
     assert gate(tmp_path, signer, policy, keys=[str(key_files["ecdsa-p256"][1])]).report.passed
 
 

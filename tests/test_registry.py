@@ -582,7 +582,8 @@ def test_a_policy_and_a_summary_apply_to_images(  # type: ignore[no-untyped-def]
     assert refused.returncode == 1 and not vsa.exists()
     assert "(7) ref: workflow.ref: got 'refs/heads/main', expected one of ['refs/tags/v*']" in refused.stdout
     policy.write_text(
-        f"trustedKeys: [{public}]\nrefs: ['refs/heads/main']\nbuilders: [{{id: '**', level: 3}}]\n"
+        f"trustedKeys: [{public}]\nrefs: ['refs/heads/main']\n"
+        f"builders: [{{id: '**@refs/heads/main', level: 3, keys: [{public}]}}]\n"
     )
     passed = run_cli("verify", "--policy", policy, "--image", image, *summary, env=env)
     assert passed.returncode == 0, passed.stdout + passed.stderr
@@ -596,7 +597,7 @@ def test_a_policy_and_a_summary_apply_to_images(  # type: ignore[no-untyped-def]
         {"name": f"{registry.host}/{repo}", "digest": {"sha256": digest.removeprefix("sha256:")}}
     ]
     assert predicate["verifiedLevels"] == ["SLSA_BUILD_LEVEL_3"]
-    assert predicate["policy"]["digest"]["sha256"] == hashlib.sha256(policy.read_bytes()).hexdigest()
+    assert predicate["policy"]["uri"] == policy.resolve().as_uri()  # its digest: test_vsa.py
     [attestation] = predicate["inputAttestations"]
     assert attestation["name"].startswith(f"{registry.host}/{repo} referrer sha256:")
 

@@ -96,7 +96,7 @@ def both(*edits: Callable[[dict[str, Any]], None]) -> Callable[[dict[str, Any]],
         (
             edit("predicate.runDetails.builder.id", "https://evil.example/builder"),
             ALL,
-            f"(5) builder.id: builder.id: got 'https://evil.example/builder', expected '{BUILDER}'",
+            f"(5) builder.id: got 'https://evil.example/builder', expected '{BUILDER}'",
         ),
         (
             edit(

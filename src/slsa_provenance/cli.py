@@ -31,11 +31,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         return int(args.run(args))
     except Error as exc:
-        print(f"error: {exc.diagnostics()}", file=sys.stderr)
+        _say(f"error: {exc.diagnostics()}", error=True)
         return exc.exit_code
     except KeyboardInterrupt:
-        print("error: interrupted; nothing was written", file=sys.stderr)
+        _say("error: interrupted; nothing was written", error=True)
         return 1
+
+
+def _say(text: str, *, error: bool = False) -> None:
+    """Print one line of output; names in it (files, images, keys) cannot become `##vso` commands."""
+    print(vso.neutralize(text), file=sys.stderr if error else sys.stdout)
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -230,9 +235,9 @@ def _generate(args: argparse.Namespace) -> int:
             "a Key Vault key, or --signer none for unsigned provenance",
         )
     if args.signer.strip() == "none":
-        print(
+        _say(
             "WARNING: --signer none: the provenance will be UNSIGNED and no verifier will accept it",
-            file=sys.stderr,
+            error=True,
         )
     run = AgentRun.from_environment(os.environ)
     images = bool(args.image or args.docker_output)
@@ -263,28 +268,28 @@ def _generate(args: argparse.Namespace) -> int:
         on_progress=_TerminalProgress(started),
     )
     for warning in result.warnings:
-        print(f"WARNING: {warning}", file=sys.stderr)
+        _say(f"WARNING: {warning}", error=True)
     size = sum(s.size for s in result.subjects)
     ctx = result.context
     confirmed = "confirmed by the server" if ctx.server_confirmed else "NOT confirmed by the server"
     files = len(result.subjects) - len(result.images)
     if drop:
-        print(f"subjects:  {files} files, {_bytes(size)} hashed in {time.monotonic() - started:.1f} s")
+        _say(f"subjects:  {files} files, {_bytes(size)} hashed in {time.monotonic() - started:.1f} s")
     for image in result.images:
-        print(f"image:     {image.reference.name}@{image.manifest.digest}")
-    print(f"source:    {ctx.repository_uri}@{ctx.source_branch} {ctx.source_version} ({confirmed})")
+        _say(f"image:     {image.reference.name}@{image.manifest.digest}")
+    _say(f"source:    {ctx.repository_uri}@{ctx.source_branch} {ctx.source_version} ({confirmed})")
     for sbom in result.sboms:
-        print(f"sbom:      {sbom.name} sha256:{sbom.sha256}")
-    print(f"signed by: {result.keyid or 'nobody (UNSIGNED)'}")
-    print(f"statement: sha256:{result.statement_sha256}")
-    print(f"wrote:     {result.envelope_path}")
+        _say(f"sbom:      {sbom.name} sha256:{sbom.sha256}")
+    _say(f"signed by: {result.keyid or 'nobody (UNSIGNED)'}")
+    _say(f"statement: sha256:{result.statement_sha256}")
+    _say(f"wrote:     {result.envelope_path}")
     if result.bundle_path:
-        print(f"           {result.bundle_path} (Sigstore bundle v0.3)")
+        _say(f"           {result.bundle_path} (Sigstore bundle v0.3)")
     for attached in result.attached:
-        print(f"attached:  {attached.line()}")
+        _say(f"attached:  {attached.line()}")
     if result.images:
         resolving, attaching = result.registry_requests
-        print(f"registry:  {resolving} HTTP requests to resolve, {attaching} to attach")
+        _say(f"registry:  {resolving} HTTP requests to resolve, {attaching} to attach")
     return 0
 
 
@@ -294,10 +299,10 @@ class _TerminalProgress:
 
     def __call__(self, progress: Progress) -> None:
         if time.monotonic() - self.started >= 2 and progress.files_done < progress.files_total:
-            print(
+            _say(
                 f"hashing: {progress.files_done}/{progress.files_total} files, "
                 f"{_bytes(progress.bytes_done)} of {_bytes(progress.bytes_total)}",
-                file=sys.stderr,
+                error=True,
             )
 
 
@@ -337,9 +342,11 @@ def _verify(args: argparse.Namespace) -> int:
         )
     )
     for line in result.lines():
-        print(line)
+        _say(line)
+    for image in result.verified_images:
+        _say(f"verified image: {image}", error=True)
     if result.vsa_path:
-        print(f"verification summary: {result.vsa_path}", file=sys.stderr)
+        _say(f"verification summary: {result.vsa_path}", error=True)
     return 0 if result.passed else 1
 
 
@@ -353,6 +360,6 @@ def _keygen(args: argparse.Namespace) -> int:
     from slsa_provenance.signing.local import write_key_pair
 
     private_path, public_path = write_key_pair(args.out, args.type, force=args.force)
-    print(f"private key: {private_path} (mode 0600; keep it secret)")
-    print(f"public key:  {public_path} (give this to verifiers)")
+    _say(f"private key: {private_path} (mode 0600; keep it secret)")
+    _say(f"public key:  {public_path} (give this to verifiers)")
     return 0

@@ -7,13 +7,17 @@
     >>> bool(glob_regex("refs/heads/**").match("refs/heads/release/1.0/feature"))
     True
 
-`*` and `?` stay within one `/`-separated segment, `**` crosses segments, `[a-z]` and `[!a-z]` are
-classes; everything else is literal. The whole text must match.
+`*` and `?` stay within one `/`-separated segment, `**` crosses segments but never a `..` segment
+(`refs/tags/**` must not reach `refs/tags/v1/../../heads/evil`), `[a-z]` and `[!a-z]` are classes
+that never match `/`; everything else is literal. The whole text must match.
 """
 
 from __future__ import annotations
 
 import re
+
+_NO_DOTDOT = r"(?!(?:[^/]*/)*\.\.(?:/|\Z))"
+"""Where `**` starts: no `..` segment follows (fail closed even when the pattern spells one later)."""
 
 
 def glob_regex(pattern: str) -> re.Pattern[str]:
@@ -22,10 +26,10 @@ def glob_regex(pattern: str) -> re.Pattern[str]:
     i = 0
     while i < len(pattern):
         if pattern.startswith("**/", i):
-            out.append("(?:.*/)?")
+            out.append(f"{_NO_DOTDOT}(?:.*/)?")
             i += 3
         elif pattern.startswith("**", i):
-            out.append(".*")
+            out.append(f"{_NO_DOTDOT}.*")
             i += 2
         elif pattern[i] == "*":
             out.append("[^/]*")
@@ -37,7 +41,7 @@ def glob_regex(pattern: str) -> re.Pattern[str]:
             body = pattern[i + 1 : end]
             negate = body[0] in "!^"
             body = re.escape(body[1:] if negate else body).replace(r"\-", "-")
-            out.append(f"[{'^' if negate else ''}{body}]")
+            out.append(f"(?!/)[{'^' if negate else ''}{body}]")
             i = end + 1
         else:
             out.append(re.escape(pattern[i]))

@@ -27,7 +27,7 @@ if TYPE_CHECKING:
 
 def main(env: Mapping[str, str] | None = None) -> int:
     """Run the step; always 0, the result goes to the agent as `task.complete`."""
-    print(f"Python {sys.version.split()[0]} at {sys.executable}")
+    print(vso.neutralize(f"Python {sys.version.split()[0]} at {sys.executable}"))
     try:
         run = AgentRun.from_environment(os.environ if env is None else env)
         command = run.inputs.text("command", "generate")
@@ -74,7 +74,7 @@ def _generate(run: AgentRun) -> str:
     images, docker_outputs = inputs.lines("images"), [Path(p) for p in inputs.lines("dockerOutput")]
     attested: Path | None = drop
     if (images or docker_outputs) and not _has_files(drop):  # a container build leaves its drop empty
-        print(f"The drop folder {drop} holds no files: attesting the images alone")
+        print(vso.neutralize(f"The drop folder {drop} holds no files: attesting the images alone"))
         output, attested = output or str(drop / OUTPUT_FOLDER), None
     print("##[group]Hashing the drop and writing provenance")
     started = time.monotonic()
@@ -202,6 +202,7 @@ def _verify(run: AgentRun) -> str:
         print(vso.neutralize(line))
     vso.emit("task.setvariable", str(result.vsa_path or ""), variable="vsaPath")
     if result.report is None:
+        vso.emit("task.setvariable", "\n".join(result.verified_images), variable="verifiedImages")
         return _images_verified(result.images)
     report = result.report
     passed = [r for r in report.results if r.passed]

@@ -9,24 +9,27 @@
 json.loads of deeply nested input raises RecursionError only once the stack is at Python's limit,
 where any other code (a finaliser, a logging call) fails too. The depth is measured first, at C
 speed, on the decoded text re-encoded as UTF-8 (the input may be UTF-16 or -32, as json.loads
-detects it, where a character's byte can look like a quote and hide brackets): strings are
-blanked, everything but brackets dropped, then innermost pairs removed level by level.
+detects it, where a character's byte can look like a quote and hide brackets): escaped backslashes
+and quotes are dropped (pairing from the left, as the JSON lexer does), everything but quotes,
+brackets and colons dropped, strings blanked, then innermost pairs removed level by level.
 
 `strict` also refuses what parsers disagree on, so that no other verifier reads a signed document
 differently: a key given twice (Python keeps the last, some parsers the first), NaN, Infinity and
-numbers too large for a double.
+numbers too large for a double. A key given twice is found by counting: every colon outside a
+string separates one key from its value, so the keys parsed fall short of the colons only when a
+key repeats (only then is the document parsed again, to name it). That keeps a 100,000-subject
+Statement as fast to read strictly as json.loads alone.
 """
 
 from __future__ import annotations
 
 import json
 import math
-import re
+from itertools import chain
 from typing import Any
 
 MAX_DEPTH = 64
-_STRING = re.compile(rb'"[^"\\]*(?:\\.[^"\\]*)*"', re.DOTALL)
-_NOT_BRACKETS = bytes(b for b in range(256) if b not in b"[]{}")
+_DROPPED = bytes(b for b in range(256) if b not in b'"[]{}:')
 
 
 class AmbiguousError(ValueError):
@@ -39,9 +42,11 @@ def loads(data: bytes | str, *, strict: bool = False) -> Any:
     (a ValueError) for what `strict` refuses."""
     if isinstance(data, bytes) and json.detect_encoding(data) != "utf-8":
         data = data.decode(json.detect_encoding(data), "surrogatepass")
-    # In UTF-8 no byte of a multi-byte character looks like a quote or a bracket.
+    # In UTF-8 no byte of a multi-byte character looks like a quote, a backslash or a bracket.
     utf8 = data.encode("utf-8", "surrogatepass") if isinstance(data, str) else data
-    brackets = _STRING.sub(b"", utf8).translate(None, _NOT_BRACKETS)
+    unescaped = utf8.replace(b"\\\\", b"").replace(b'\\"', b"") if b"\\" in utf8 else utf8
+    outside = b"".join(unescaped.translate(None, _DROPPED).split(b'"')[::2])  # brackets and colons
+    brackets = outside.replace(b":", b"")
     for _ in range(MAX_DEPTH):
         if not brackets:
             break
@@ -51,7 +56,26 @@ def loads(data: bytes | str, *, strict: bool = False) -> Any:
             raise ValueError(f"JSON nested deeper than {MAX_DEPTH} levels")
     if not strict:
         return json.loads(data)
-    return json.loads(data, object_pairs_hook=_unique, parse_constant=_refuse, parse_float=_finite)
+    document = json.loads(data, parse_constant=_refuse, parse_float=_finite)
+    if _pairs(document) != outside.count(b":"):  # a key repeats: parse again to name it
+        json.loads(data, object_pairs_hook=_unique, parse_constant=_refuse, parse_float=_finite)
+        raise AmbiguousError("its keys and the colons that separate them do not add up")
+    return document
+
+
+def _pairs(document: Any) -> int:
+    """How many key-value pairs the objects of `document` (as json.loads builds it) hold, all
+    levels; a level at a time, at C speed where it can be."""
+    count, level = 0, [document]
+    while level:
+        objects = [value for value in level if type(value) is dict]
+        count += sum(map(len, objects))
+        inner = chain(
+            chain.from_iterable(map(dict.values, objects)),
+            chain.from_iterable(value for value in level if type(value) is list),
+        )
+        level = [value for value in inner if type(value) in (dict, list)]
+    return count
 
 
 def _unique(pairs: list[tuple[str, Any]]) -> dict[str, Any]:

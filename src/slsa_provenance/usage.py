@@ -13,7 +13,12 @@ import sys
 import textwrap
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, NoReturn
+from typing import TYPE_CHECKING, Any, NoReturn
+
+from slsa_provenance.azure import vso
+
+if TYPE_CHECKING:
+    from _typeshed import SupportsWrite
 
 EXIT_CODES = "exit codes:\n  0  ok\n  1  failed (verification or operation)\n  2  usage or bad input"
 
@@ -139,6 +144,10 @@ class Parser(argparse.ArgumentParser):
         kwargs["allow_abbrev"] = False
         kwargs.setdefault("formatter_class", argparse.RawDescriptionHelpFormatter)
         super().__init__(*args, **kwargs)
+
+    def _print_message(self, message: str, file: SupportsWrite[str] | None = None) -> None:
+        """Usage errors quote what was typed: it cannot become a `##vso` command."""
+        super()._print_message(vso.neutralize(message) if message else message, file)
 
     def parse_known_args(  # type: ignore[override]
         self, args: Sequence[str] | None = None, namespace: argparse.Namespace | None = None

@@ -17,6 +17,7 @@ from __future__ import annotations
 import os
 import re
 from collections.abc import Sequence
+from dataclasses import replace
 from operator import attrgetter
 from pathlib import Path
 
@@ -24,7 +25,7 @@ from slsa_provenance.errors import InputError
 from slsa_provenance.files import read_limited
 from slsa_provenance.gate.checks import BY_NAME, BYPRODUCT, MAX_ENVELOPE, Artifact
 from slsa_provenance.provenance.hashing import Hashing, sha256_file
-from slsa_provenance.provenance.sbom import SBOM_NAMES
+from slsa_provenance.provenance.sbom import SBOM_NAMES, read_sidecar
 from slsa_provenance.provenance.subjects import MANIFEST_DIR
 from slsa_provenance.signing.bundle import envelope_json
 from slsa_provenance.signing.dsse import Envelope
@@ -81,8 +82,35 @@ def folder_artifacts(folder: Path) -> list[Artifact]:
         raise InputError(f"artifact folder {folder} has no files", "pass the folder that will be deployed")
     with Hashing(folder, kept, native=False) as hashing:
         subjects = hashing.result()
-    found = [Artifact(s.name, s.sha256, BYPRODUCT if s.name in SBOM_NAMES else BY_NAME) for s in subjects]
+    found = [
+        Artifact(s.name, s.sha256, BYPRODUCT if s.name in SBOM_NAMES else BY_NAME, folder=str(folder))
+        for s in subjects
+    ]
+    refused += _sidecars(folder, [n for n in names if n.endswith(".sha256") and n in MANIFEST_FILES])
+    refused = [replace(a, folder=str(folder)) for a in refused]
     return sorted(found + refused, key=attrgetter("name"))
+
+
+def _sidecars(folder: Path, names: list[str]) -> list[Artifact]:
+    """sbom-tool's `.sha256` sidecars, each refused by name unless it holds the digest of the file
+    it sits beside (a sidecar that vouches for another SBOM would mislead whoever reads it next)."""
+    refused = []
+    for name in names:
+        described = name.removesuffix(".sha256")
+        if not (folder / described).is_file():
+            why = f"describes {described}, which is not there"
+        else:
+            try:
+                claimed = read_sidecar(folder / name)
+            except InputError as exc:
+                claimed, why = "", exc.message
+            digest = sha256_file(folder / described, described)[0]
+            if claimed == digest:
+                continue
+            if claimed:
+                why = f"does not match {described}: sha256 got {digest}, expected {claimed}"
+        refused.append(Artifact(name, "", refused=f"(10) sbom: {name} {why}"))
+    return refused
 
 
 def _walk(folder: str, top: str, prefix: str, names: list[str], refused: list[Artifact]) -> None:
@@ -115,16 +143,17 @@ def _leaves(entry: os.DirEntry[str], top: str) -> bool:
 def shipped_provenance(paths: Sequence[Path], verified: bytes) -> list[Artifact]:
     """The provenance files a folder ships in `_manifest/slsa_1.0/`, refused by name unless they hold
     the envelope verified: a deployment would otherwise carry provenance that nobody checked."""
-    expected = _envelope(verified)
+    folders = [path for path in paths if path.is_dir()]
+    expected = _envelope(verified) if folders else None
     if expected is None:
-        return []  # check (1) fails anyway
+        return []  # no folder, or check (1) fails anyway
     refused = []
-    for folder in (path for path in paths if path.is_dir()):
+    for folder in folders:
         for name in SHIPPED_PROVENANCE:
             shipped = folder / name
             if shipped.is_file() and _envelope(read_limited(shipped, "provenance", MAX_ENVELOPE)) != expected:
                 why = "holds another envelope than the provenance file verified"
-                refused.append(Artifact(name, "", refused=f"(9) subject: {name} {why}"))
+                refused.append(Artifact(name, "", refused=f"(9) subject: {name} {why}", folder=str(folder)))
     return refused
 
 

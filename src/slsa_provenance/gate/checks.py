@@ -25,16 +25,19 @@ from typing import Any
 from slsa_provenance import globs, untrusted
 from slsa_provenance.errors import InputError, VerificationError
 from slsa_provenance.provenance.statement import BUILD_TYPE, PREDICATE_TYPE, SPDX_MEDIA_TYPE, STATEMENT_TYPE
+from slsa_provenance.registry.reference import parse_reference
 from slsa_provenance.signing import bundle, dsse
-from slsa_provenance.signing.keys import PublicKey
+from slsa_provenance.signing.keys import PublicKey, fingerprint
 
 
 @dataclass(frozen=True)
 class Builder:
     id: str
-    """runDetails.builder.id, exact or a glob."""
+    """runDetails.builder.id, exact or a glob: PATH@REF, the two parts matched apart."""
     level: int
     """The SLSA Build level its provenance earns."""
+    keys: tuple[str, ...] | None = None
+    """Fingerprints of the keys that may sign for it, sorted (None: any trusted key)."""
 
 
 @dataclass(frozen=True)
@@ -71,6 +74,8 @@ class Artifact:
     byproduct of this name (the SBOM in a folder's `_manifest/`)."""
     refused: str = ""
     """Why the gate refuses it before any digest is compared (a folder symlink, a stray file)."""
+    folder: str = ""
+    """The folder (--artifact DIR) it was found in: every file subject must be found there too."""
 
 
 @dataclass(frozen=True)
@@ -101,7 +106,8 @@ MAX_ENVELOPE = 256 << 20
 @dataclass(frozen=True)
 class Report:
     keyid: str
-    """The keyid of the signature that verified; empty when checks (1)-(8) failed."""
+    """The fingerprint of the trusted key that verified (never the envelope's unsigned keyid);
+    empty when checks (1)-(8) failed."""
     results: list[ArtifactResult]
     level: int = 0
     """The SLSA Build level the verified provenance earns; 0 when it did not verify."""
@@ -128,6 +134,7 @@ def run_checks(
 @dataclass(frozen=True)
 class VerifiedStatement:
     keyid: str
+    """The trusted key's fingerprint (`sha256:` SPKI hex): what an output may name."""
     statement: dict[str, Any]
     level: int = 0
 
@@ -152,14 +159,17 @@ def verify_provenance(
         _get(statement, "(4) buildType", BUILD_PATH),
         expected.build_type,
     )
-    level = _check_builder(statement, expected)
+    key = fingerprint(verified.key)
+    level = _check_builder(statement, expected, key)
     _check_source(statement, expected)
     if expected.commit is not None:
         commit = _get(statement, "(8) commit", COMMIT_PATH)
         _expect("(8) commit", "gitCommit", commit, expected.commit.lower())
     _check_sbom(statement, expected)
     confirmed = _check_confirmed(statement, expected)
-    return VerifiedStatement(keyid=verified.keyid, statement=statement, level=level if confirmed else 1)
+    return VerifiedStatement(
+        keyid=fingerprint(verified.key), statement=statement, level=level if confirmed else 1
+    )
 
 
 BUILD_PATH = "predicate.buildDefinition.buildType"
@@ -190,25 +200,48 @@ def _check_confirmed(statement: dict[str, Any], expected: Expectations) -> bool:
         raise VerificationError(
             "(11) confirmation",
             f"serverConfirmed: got {json.dumps(value)}, expected true (the run's claims were not confirmed "
-            "by the server; allow it only with --allow-unconfirmed)",
+            "by the server: generate with confirmWithServer on; to accept such provenance anyway, say "
+            "allowUnconfirmed: true in the policy, or pass --allow-unconfirmed when there is none)",
         )
     return False
 
 
-def _check_builder(statement: dict[str, Any], expected: Expectations) -> int:
-    """Check (5); the level the builder earns."""
+def _check_builder(statement: dict[str, Any], expected: Expectations, key: str) -> int:
+    """Check (5); the level the builder earns. `key` is the fingerprint of the key that verified:
+    a policy's builder applies only when its id matches and, if it lists keys, `key` is one of them
+    (any pipeline that may use a key can write any builder.id into what it signs)."""
     if expected.builder_id is None and expected.builders is None:
         return 2
     builder = _get(statement, "(5) builder.id", BUILDER_PATH)
-    if expected.builder_id is not None:
-        _expect("(5) builder.id", "builder.id", builder, expected.builder_id)
+    if expected.builder_id is not None and builder != expected.builder_id:
+        raise VerificationError("(5) builder.id", f"got {builder!r}, expected {expected.builder_id!r}")
     if expected.builders is None:
         return 2
-    for trusted in expected.builders:
-        if globs.matches(trusted.id, builder):
-            return trusted.level
+    ref = _get(statement, "(5) builder.id", REF_PATH)
+    if not builder.endswith(f"@{ref}"):
+        raise VerificationError(
+            "(5) builder.id", f"got {builder!r}, expected it to end with @ and workflow.ref {ref!r}"
+        )
+    path = builder.removesuffix(f"@{ref}")
+    matching = [b for b in expected.builders if _builder_matches(b.id, path, ref)]
+    applying = [b for b in matching if b.keys is None or key in b.keys]
+    if applying:
+        return max(b.level for b in applying)
+    if matching:
+        raise VerificationError(
+            "(5) builder.id",
+            f"got {builder!r}, signed by key {key}, which is not among the keys the policy binds to "
+            f"builder {matching[0].id!r}",
+        )
     ids = [b.id for b in expected.builders]
-    raise VerificationError("(5) builder.id", f"builder.id: got {builder!r}, expected one of {ids!r}")
+    raise VerificationError("(5) builder.id", f"got {builder!r}, expected one of {ids!r}")
+
+
+def _builder_matches(glob: str, path: str, ref: str) -> bool:
+    """PATH@REF globs matched as two parts, split at the glob's last `@`, so that a branch named
+    `feature/x@refs/heads/main` cannot pass for `...@refs/heads/main`."""
+    path_glob, at, ref_glob = glob.rpartition("@")
+    return bool(at) and globs.matches(path_glob, path) and globs.matches(ref_glob, ref)
 
 
 def _check_source(statement: dict[str, Any], expected: Expectations) -> None:
@@ -262,13 +295,14 @@ def _check_unique_subjects(statement: dict[str, Any]) -> None:
     subjects = statement.get("subject")
     if not isinstance(subjects, list) or not subjects:
         raise VerificationError("(3) statement", "subject is missing or empty")
+    names: list[str] = [s["name"] for s in subjects if isinstance(s, dict) and isinstance(s.get("name"), str)]
+    if len(set(names)) == len(names):
+        return
     seen: set[str] = set()
-    for subject in subjects:
-        name = subject.get("name") if isinstance(subject, dict) else None
-        if isinstance(name, str) and name in seen:
+    for name in names:
+        if name in seen:
             raise VerificationError("(3) statement", f"subject {name!r} appears more than once")
-        if isinstance(name, str):
-            seen.add(name)
+        seen.add(name)
 
 
 def _check_sbom(statement: dict[str, Any], expected: Expectations) -> None:
@@ -297,18 +331,39 @@ def _check_sbom(statement: dict[str, Any], expected: Expectations) -> None:
 def check_artifacts(statement: dict[str, Any], artifacts: Sequence[Artifact]) -> list[ArtifactResult]:
     """Check (9): a folder's file is the subject of its name, with its digest; any other artifact's
     digest is a subject's; an SBOM shipped in a folder's `_manifest/` is the recorded byproduct."""
-    by_digest: dict[str, str] = {}
-    by_name: dict[str, str] = {}
-    for subject in _entries(statement.get("subject")):
-        by_digest.setdefault(subject[1], subject[0])
-        by_name[subject[0]] = subject[1]
+    subjects = _entries(statement.get("subject"))
+    by_name = dict(subjects)
+    by_digest = {sha256: name for name, sha256 in reversed(subjects)}  # the first subject of a digest
     byproducts = dict(_entries(_byproducts(statement)))
-    return [
+    results = [
         ArtifactResult(artifact, error=artifact.refused)
         if artifact.refused
         else _check_artifact(artifact, by_digest, by_name, byproducts)
         for artifact in artifacts
     ]
+    for folder in dict.fromkeys(a.folder for a in artifacts if a.folder):
+        found = {a.name for a in artifacts if a.folder == folder}
+        results += [
+            ArtifactResult(
+                Artifact(name, sha256, BY_NAME, folder=folder),
+                error=f"(9) subject: {name} is missing from {folder} (the provenance names it: a "
+                "deployment of this folder would lack it)",
+            )
+            for name, sha256 in by_name.items()
+            if name not in found and not _image_subject(name, sha256, found)
+        ]
+    return results
+
+
+def _image_subject(name: str, sha256: str, found: set[str]) -> bool:
+    """An image (REGISTRY/REPO) rather than a file: the name is an image's, and the folder holds
+    nothing below its registry's name (a file under a folder named like a registry stays a file)."""
+    try:
+        parse_reference(f"{name}@sha256:{sha256}")
+    except InputError:
+        return False
+    registry = name.split("/", 1)[0] + "/"
+    return not any(other.startswith(registry) for other in found)
 
 
 def _check_artifact(
@@ -334,11 +389,11 @@ def _check_artifact(
 
 def _entries(items: object) -> list[tuple[str, str]]:
     """(name, lower-case sha256) of each well-formed subject or byproduct."""
-    found = []
-    for item in items if isinstance(items, list) else []:
-        if isinstance(item, dict) and isinstance(item.get("digest"), dict):
-            found.append((str(item.get("name", "")), str(item["digest"].get("sha256", "")).lower()))
-    return found
+    return [
+        (str(item.get("name", "")), str(item["digest"].get("sha256", "")).lower())
+        for item in (items if isinstance(items, list) else [])
+        if isinstance(item, dict) and isinstance(item.get("digest"), dict)
+    ]
 
 
 def _byproducts(statement: dict[str, Any]) -> object:

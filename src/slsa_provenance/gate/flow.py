@@ -24,12 +24,13 @@ from slsa_provenance.azure.agent import AgentRun
 from slsa_provenance.errors import InputError
 from slsa_provenance.files import read_limited
 from slsa_provenance.gate.artifacts import artifact_digests, shipped_provenance
-from slsa_provenance.gate.checks import MAX_ENVELOPE, Expectations, Report, run_checks
+from slsa_provenance.gate.checks import MAX_ENVELOPE, Builder, Expectations, Report, run_checks
 from slsa_provenance.gate.policy import Policy, load_policy
+from slsa_provenance.gate.summary_path import clear_summary_path
 from slsa_provenance.gate.vsa import VERIFIER_ID, Summary, build_summary, write_summary
 from slsa_provenance.provenance.hashing import sha256_file
 from slsa_provenance.provenance.sbom import sbom_file
-from slsa_provenance.provenance.statement import canonical_json
+from slsa_provenance.provenance.statement import BUILD_TYPE, canonical_json
 from slsa_provenance.signing.keys import PublicKey, fingerprint
 from slsa_provenance.signing.signers import UNSIGNED, Signer, from_uri, trusted_key
 
@@ -81,6 +82,14 @@ class GateResult:
     def passed(self) -> bool:
         return self.report.passed if self.report is not None else all(r.passed for r in self.images)
 
+    @property
+    def verified_images(self) -> list[str]:
+        """`REPO@sha256:HEX` of every image verified (a tag resolved once, to what was verified);
+        none unless every image passed, so that a deployment pulls only what passed."""
+        if not self.passed:
+            return []
+        return [f"{r.image.reference.name}@{r.image.manifest.digest}" for r in self.images]
+
     def lines(self) -> list[str]:
         """One PASSED or FAILED line per artifact (images: per attestation tried, then the verdict)."""
         if self.report is not None:
@@ -92,7 +101,7 @@ def verify_gate(options: GateOptions) -> GateResult:
     """Raises InputError for an unusable policy, keys, provenance, artifacts or images, or a flag
     that would widen the policy; Error when Key Vault or a registry fails."""
     if options.vsa is not None:
-        _remove_earlier_summary(options.vsa)
+        clear_summary_path(options.vsa, _inputs(options))
     provenance = options.provenance
     if provenance is not None and options.images:
         raise InputError(
@@ -117,7 +126,8 @@ def verify_gate(options: GateOptions) -> GateResult:
         reports = verify_images(options.images, keys, expected, options.agent)
         if signer is None or options.vsa is None or not all(r.passed for r in reports):
             return GateResult(None, reports, policy)
-        summary = build_summary(_images_summary(options, policy, expected, reports), datetime.now(UTC))
+        decided = _policy_descriptor(policy, expected, keys)
+        summary = build_summary(_images_summary(options, decided, reports), datetime.now(UTC))
         write_summary(summary, signer, options.vsa)
         return GateResult(None, reports, policy, options.vsa)
     keys = trusted_keys(options, policy)
@@ -127,9 +137,8 @@ def verify_gate(options: GateOptions) -> GateResult:
     report = run_checks(envelope, keys, expected, artifacts)
     if signer is None or options.vsa is None or not report.passed:
         return GateResult(report, policy=policy)
-    summary = build_summary(
-        _summary(provenance, options, policy, expected, report, envelope), datetime.now(UTC)
-    )
+    decided = _policy_descriptor(policy, expected, keys)
+    summary = build_summary(_summary(provenance, options, decided, report, envelope), datetime.now(UTC))
     write_summary(summary, signer, options.vsa)
     return GateResult(report, policy=policy, vsa_path=options.vsa)
 
@@ -145,34 +154,30 @@ def _vsa_signer(options: GateOptions) -> Signer | None:
     return from_uri(options.vsa_signer, options.agent)
 
 
-def _remove_earlier_summary(path: Path) -> None:
-    """Before anything else, so that no failure (bad input, a bad signer, a failed check) leaves
-    an earlier run's summary for a later step to take as this run's verdict."""
-    if path.is_dir() and not path.is_symlink():
-        raise InputError(f"--vsa {path} is a folder", "name the file the summary is written to")
-    try:
-        path.unlink(missing_ok=True)
-    except OSError as error:
-        raise InputError(
-            f"cannot remove the earlier summary at {path}: {error.strerror}",
-            "make the file writable or choose another --vsa path",
-        ) from error
+def _inputs(options: GateOptions) -> dict[str, list[Path]]:
+    """Every file or folder the gate reads, by what it is: none may be where the summary goes."""
+    signer = options.vsa_signer.strip()
+    return {
+        "provenance": [options.provenance] if options.provenance else [],
+        "key": [
+            Path(k.strip()) for k in options.keys if not k.strip().startswith(("azurekms://", "https://"))
+        ],
+        "summary signer's key": [Path(signer.removeprefix("file:"))] if signer.startswith("file:") else [],
+        "policy": [options.policy] if options.policy else [],
+        "SBOM": [options.sbom] if options.sbom else [],
+        "artifact": list(options.artifacts),
+    }
 
 
 def _summary(
-    provenance: Path,
-    options: GateOptions,
-    policy: Policy | None,
-    expected: Expectations,
-    report: Report,
-    envelope: bytes,
+    provenance: Path, options: GateOptions, policy: dict[str, Any], report: Report, envelope: bytes
 ) -> Summary:
     return Summary(
         subjects=[(r.subject, r.artifact.sha256) for r in report.results],
         verifier_id=options.verifier_id,
         verifier_version={"slsa-provenance": __version__},
         resource_uri=options.resource_uri or _build_url(report.statement),
-        policy=_policy_descriptor(policy, expected),
+        policy=policy,
         input_attestations=[
             {
                 "uri": provenance.resolve().as_uri(),
@@ -186,9 +191,7 @@ def _summary(
 _NARROW_ONLY = "a flag can only narrow the policy: change the policy, reviewed, or leave the flag out"
 
 
-def _images_summary(
-    options: GateOptions, policy: Policy | None, expected: Expectations, reports: Sequence[ImageReport]
-) -> Summary:
+def _images_summary(options: GateOptions, policy: dict[str, Any], reports: Sequence[ImageReport]) -> Summary:
     """Every image a subject; the attestation that passed for each an input; the lowest level."""
     passing = [(r, r.passing) for r in reports]
     checked = [(r, a, a.report) for r, a in passing if a is not None and a.report is not None]
@@ -199,7 +202,7 @@ def _images_summary(
         verifier_id=options.verifier_id,
         verifier_version={"slsa-provenance": __version__},
         resource_uri=options.resource_uri or _build_url(checked[0][2].statement),
-        policy=_policy_descriptor(policy, expected),
+        policy=policy,
         input_attestations=[
             {"name": f"{r.image.reference.name} {a.where}", "digest": {"sha256": a.sha256}}
             for r, a, _ in checked
@@ -208,13 +211,21 @@ def _images_summary(
     )
 
 
-def _policy_descriptor(policy: Policy | None, expected: Expectations) -> dict[str, Any]:
-    """The policy file's URI and digest; without one, the options are the policy: named, and
-    digested canonically."""
+def _policy_descriptor(
+    policy: Policy | None, expected: Expectations, keys: Sequence[PublicKey]
+) -> dict[str, Any]:
+    """The policy file's URI, or OPTIONS_POLICY without one; the digest covers everything that
+    decided the verdict: the sha256 of canonical JSON of {"expectations": every check's expectation
+    (builders with their keys' fingerprints), "trustedKeys": the trusted keys' fingerprints, sorted,
+    and, with a policy file, "policy": {"sha256": of its bytes}} (docs/policy.md)."""
+    decided: dict[str, Any] = {
+        "expectations": asdict(expected),
+        "trustedKeys": sorted({fingerprint(key) for key in keys}),
+    }
     if policy is not None:
-        return {"uri": policy.path.resolve().as_uri(), "digest": {"sha256": policy.sha256}}
-    digest = hashlib.sha256(canonical_json(asdict(expected))).hexdigest()
-    return {"uri": OPTIONS_POLICY, "digest": {"sha256": digest}}
+        decided["policy"] = {"sha256": policy.sha256}
+    digest = {"sha256": hashlib.sha256(canonical_json(decided)).hexdigest()}
+    return {"uri": policy.path.resolve().as_uri() if policy is not None else OPTIONS_POLICY, "digest": digest}
 
 
 def _build_url(statement: dict[str, Any]) -> str:
@@ -243,14 +254,15 @@ def expectations(options: GateOptions, policy: Policy | None = None) -> Expectat
     """What the checks expect: the policy's rules and every flag, all checked (so flags narrow).
     Raises InputError for a flag the policy forbids: --allow-unconfirmed, another --build-type."""
     build_type = options.build_type
-    if policy is not None and policy.build_type is not None:
-        if build_type is not None and build_type != policy.build_type:
+    if policy is not None:
+        expected_type = policy.build_type or BUILD_TYPE  # a policy without buildType expects the default
+        if build_type is not None and build_type != expected_type:
             raise InputError(
-                f"build type {build_type!r} contradicts the buildType {policy.build_type!r} of policy "
+                f"build type {build_type!r} contradicts the buildType {expected_type!r} of policy "
                 f"{policy.path}",
                 _NARROW_ONLY,
             )
-        build_type = policy.build_type
+        build_type = expected_type
     if policy is not None and options.allow_unconfirmed and not policy.allow_unconfirmed:
         raise InputError(
             f"allowing unconfirmed provenance would widen policy {policy.path} (allowUnconfirmed is false)",
@@ -263,9 +275,23 @@ def expectations(options: GateOptions, policy: Policy | None = None) -> Expectat
         commit=options.commit,
         sbom_sha256=sha256_file(sbom_file(options.sbom))[0] if options.sbom else None,
         allow_unconfirmed=policy.allow_unconfirmed if policy is not None else options.allow_unconfirmed,
-        builders=policy.builders if policy is not None else None,
+        builders=_builders(policy, options.agent) if policy is not None else None,
         repositories=policy.repositories if policy is not None else None,
         refs=policy.refs if policy is not None else None,
         require_sbom=policy.require_sbom if policy is not None else False,
         **({"build_type": build_type} if build_type else {}),
+    )
+
+
+def _builders(policy: Policy, agent: AgentRun) -> tuple[Builder, ...] | None:
+    """The policy's builders, each bound to the fingerprints of its keys."""
+    if policy.builders is None:
+        return None
+    return tuple(
+        Builder(
+            b.id,
+            b.level,
+            tuple(sorted({fingerprint(trusted_key(k, agent)) for k in b.keys})) if b.keys else None,
+        )
+        for b in policy.builders
     )

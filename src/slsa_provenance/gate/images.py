@@ -6,10 +6,11 @@
     (True, 'PASSED: myacr.azurecr.io/app@sha256:… (attestation sha256:…, signed by …)')
 
 Attestations are looked for where writers put them: the referrers API, else the `sha256-<hex>` tag
-index (Sigstore bundles, by `artifactType`), then cosign's legacy `sha256-<hex>.att` (DSSE layers).
-Each is verified as a provenance file (verify.run_checks: signature, types, builder, source, ref,
-commit, SBOM, and the image's digest as a subject) in that order until one passes; every one that
-fails is named by its digest with the check that failed.
+index (Sigstore bundles, by `artifactType`; an entry without one, as mirroring tools leave it, by
+its manifest's own artifactType or config.mediaType), then cosign's legacy `sha256-<hex>.att` (DSSE
+layers). Each is verified as a provenance file (checks.run_checks: signature, types, builder,
+source, ref, commit, SBOM, and a subject that names this repository with this digest) in that order
+until one passes; every one that fails is named by its digest with the check that failed.
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ from typing import Any
 from slsa_provenance import untrusted
 from slsa_provenance.azure.agent import AgentRun
 from slsa_provenance.errors import Error, InputError
-from slsa_provenance.gate.checks import MAX_ENVELOPE, Artifact, Expectations, Report, run_checks
+from slsa_provenance.gate.checks import BY_NAME, MAX_ENVELOPE, Artifact, Expectations, Report, run_checks
 from slsa_provenance.registry.attach import DSSE_MEDIA_TYPE
 from slsa_provenance.registry.client import OCI_INDEX, OCI_MANIFEST, Registries, Repository, manifests_of
 from slsa_provenance.registry.reference import Descriptor, Image, ImageReference, parse_reference
@@ -93,7 +94,9 @@ def verify_image(
     if reference.digest and descriptor.digest != reference.digest:
         raise Error(f"registry answered {reference} with {descriptor.digest}", "check the registry URL")
     report = ImageReport(Image(reference, descriptor))
-    artifact = [Artifact(reference.name, descriptor.digest.removeprefix("sha256:"))]
+    # By name: an attestation counts only when a subject names this repository with this digest
+    # (a drop file holding the manifest's bytes, or another repository's image, does not).
+    artifact = [Artifact(reference.name, descriptor.digest.removeprefix("sha256:"), BY_NAME)]
     for where, document in _attestations(repository, descriptor):
         if isinstance(document, str):  # the referrer could not be read: its reason
             report.attestations.append(Attestation(where, document))
@@ -114,11 +117,14 @@ def _attestations(repository: Repository, image: Descriptor) -> Iterator[tuple[s
     if referrers is None:
         found = repository.get_manifest(f"sha256-{hex_digest}", (OCI_INDEX,))
         referrers = manifests_of(found[0], f"tag sha256-{hex_digest}") if found else []
-    bundles = [r for r in referrers if str(r.get("artifactType", "")).startswith(BUNDLE_PREFIX)]
-    for entry in bundles[:MAX_ATTESTATIONS]:
+    typed = [r for r in referrers if str(r.get("artifactType", "")).startswith(BUNDLE_PREFIX)]
+    untyped = [r for r in referrers if not r.get("artifactType")]
+    for entry in (typed + untyped)[:MAX_ATTESTATIONS]:
         where = f"referrer {entry.get('digest')}"
         try:
-            yield where, _bundle_of(repository, entry, image)
+            manifest = _bundle_manifest(repository, entry)
+            if manifest is not None:
+                yield where, _bundle_of(repository, manifest, image)
         except (Error, InputError) as exc:
             yield where, exc.diagnostics()
     att = repository.get_manifest(
@@ -131,9 +137,22 @@ def _attestations(repository: Repository, image: Descriptor) -> Iterator[tuple[s
         yield f"cosign .att layer {descriptor.digest}", repository.get_blob(descriptor, MAX_ENVELOPE)
 
 
-def _bundle_of(repository: Repository, entry: dict[str, Any], image: Descriptor) -> bytes:
-    """The bundle a referrer holds: one bundle layer, and its subject must be this image."""
+def _bundle_manifest(repository: Repository, entry: dict[str, Any]) -> bytes | None:
+    """The referrer manifest of a Sigstore bundle, None for other referrers. An entry without an
+    artifactType (skopeo, oras cp and crane drop it when they copy a tag index to a mirror) is
+    fetched, and its own artifactType, else its config.mediaType, decides."""
+    declared = entry.get("artifactType")
     manifest, _ = _found(repository.get_manifest(str(entry.get("digest", "")), (OCI_MANIFEST,)))
+    if declared:
+        return manifest
+    document = _object(manifest)
+    config = document.get("config")
+    kind = document.get("artifactType") or (config.get("mediaType") if isinstance(config, dict) else "")
+    return manifest if str(kind).startswith(BUNDLE_PREFIX) else None
+
+
+def _bundle_of(repository: Repository, manifest: bytes, image: Descriptor) -> bytes:
+    """The bundle a referrer holds: one bundle layer, and its subject must be this image."""
     document = _object(manifest)
     subject = document.get("subject")
     if not isinstance(subject, dict) or subject.get("digest") != image.digest:

@@ -21,11 +21,19 @@ from typing import Any
 
 from slsa_provenance.errors import InputError
 from slsa_provenance.files import read_limited
-from slsa_provenance.gate.checks import Builder
 
 MAX_POLICY = 1 << 20
 MAX_DEPTH = 64
 _REMEDY = "correct the policy (docs/policy.md describes each field)"
+
+
+@dataclass(frozen=True)
+class PolicyBuilder:
+    id: str
+    """PATH@REF, exact or globs."""
+    level: int
+    keys: tuple[str, ...] | None = None
+    """The keys that may sign for it, as `trustedKeys` names them (None: any trusted key)."""
 
 
 @dataclass(frozen=True)
@@ -34,7 +42,7 @@ class Policy:
     sha256: str
     trusted_keys: tuple[str, ...]
     """Key Vault URIs, and PEM files resolved against the policy's folder."""
-    builders: tuple[Builder, ...] | None = None
+    builders: tuple[PolicyBuilder, ...] | None = None
     repositories: tuple[str, ...] | None = None
     refs: tuple[str, ...] | None = None
     build_type: str | None = None
@@ -46,7 +54,7 @@ def load_policy(path: Path) -> Policy:
     """Read and validate a policy. Raises InputError naming every problem with its line and field."""
     raw = read_limited(path, "policy", MAX_POLICY)
     document, lines, problems = _parse(raw, path)
-    problems += _schema_problems(document, lines)
+    problems += _schema_problems(document, lines) or _builder_problems(document, lines)
     if problems:
         named = "; ".join(f"line {line}: {problem}" for line, problem in sorted(problems))
         raise InputError(f"policy {path} is invalid: {named}", _REMEDY)
@@ -58,7 +66,12 @@ def load_policy(path: Path) -> Policy:
         path=path,
         sha256=hashlib.sha256(raw).hexdigest(),
         trusted_keys=tuple(_key(k, path.parent) for k in document["trustedKeys"]),
-        builders=tuple(Builder(b["id"], b["level"]) for b in document["builders"])
+        builders=tuple(
+            PolicyBuilder(
+                b["id"], b["level"], tuple(_key(k, path.parent) for k in b["keys"]) if "keys" in b else None
+            )
+            for b in document["builders"]
+        )
         if "builders" in document
         else None,
         repositories=optional("repositories"),
@@ -67,6 +80,29 @@ def load_policy(path: Path) -> Policy:
         require_sbom=document.get("requireSbom", False),
         allow_unconfirmed=document.get("allowUnconfirmed", False),
     )
+
+
+def _builder_problems(document: dict[str, Any], lines: Lines) -> Problems:
+    """What the schema cannot say: a level is an integer (YAML's 3.0 is a float that JSON Schema
+    takes for 3), and a builder id names its ref after an `@`."""
+    problems = []
+    for index, builder in enumerate(document.get("builders", [])):
+        level, where = builder["level"], ("builders", index)
+        if not isinstance(level, int):
+            problems.append(
+                (
+                    lines.get((*where, "level"), 1),
+                    f"{_field((*where, 'level'))}: {level!r} is not an integer 1 to 3",
+                )
+            )
+        if "@" not in builder["id"]:
+            problems.append(
+                (
+                    lines.get((*where, "id"), 1),
+                    f"{_field((*where, 'id'))}: {builder['id']!r} has no @REF (ids are PATH@REF)",
+                )
+            )
+    return problems
 
 
 def _key(spec: str, folder: Path) -> str:

@@ -20,6 +20,7 @@ from typing import Any
 
 from slsa_provenance import untrusted
 from slsa_provenance.errors import InputError
+from slsa_provenance.files import read_limited
 from slsa_provenance.provenance.statement import SPDX_MEDIA_TYPE, ResourceDescriptor, Subject
 
 SBOM_NAMES = ("_manifest/spdx_2.2/manifest.spdx.json", "_manifest/spdx_3.0/manifest.spdx.json")
@@ -75,7 +76,7 @@ def load_sbom(path: Path, name: str, *, check_sidecar: bool = True) -> Sbom:
     digest = hashlib.sha256(body).hexdigest()
     sidecar = path.with_name(path.name + ".sha256")
     if check_sidecar and sidecar.is_file():
-        _check_sidecar(name, body, digest, _read_sidecar(sidecar))
+        _check_sidecar(name, body, digest, read_sidecar(sidecar))
     try:
         document = untrusted.loads(body.decode("utf-8-sig"))
     except (ValueError, RecursionError) as exc:
@@ -98,8 +99,9 @@ def _check_sidecar(name: str, body: bytes, digest: str, claimed: str) -> None:
     )
 
 
-def _read_sidecar(sidecar: Path) -> str:
-    raw = sidecar.read_bytes()
+def read_sidecar(sidecar: Path) -> str:
+    """The digest a `.sha256` sidecar holds. Raises InputError when it holds none."""
+    raw = read_limited(sidecar, "SBOM sidecar", 1024)
     if raw[:2] in (b"\xff\xfe", b"\xfe\xff") or (len(raw) == 128 and not any(raw[1::2])):
         text = raw.decode("utf-16" if raw[:2] in (b"\xff\xfe", b"\xfe\xff") else "utf-16-le")
     else:
