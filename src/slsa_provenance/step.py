@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from slsa_provenance import run_summary
 from slsa_provenance.azure import vso
 from slsa_provenance.errors import Error, InputError
 from slsa_provenance.provenance.hashing import Progress
@@ -146,6 +147,7 @@ def _generate(inputs: Inputs) -> str:
     }
     for name, value in outputs.items():
         vso.emit("task.setvariable", value, variable=name)
+    run_summary.attach_generate(env, result)
     _summary(
         env,
         [
@@ -200,7 +202,7 @@ def _verify(inputs: Inputs) -> str:
         )
     images = inputs.lines("verifyImages")
     result = verify_gate(
-        GateOptions(
+        options := GateOptions(
             provenance=None if images else Path(inputs.required("provenanceFile", "Provenance file")),
             images=images,
             keys=keys,
@@ -218,6 +220,7 @@ def _verify(inputs: Inputs) -> str:
             environment=inputs.env,
         )
     )
+    run_summary.attach_verify(inputs.env, options, result)
     for line in result.lines():
         print(vso.neutralize(line))
     vso.emit("task.setvariable", str(result.vsa_path or ""), variable="vsaPath")
