@@ -44,7 +44,7 @@ def step_env(tmp_path: Path, **inputs: str) -> dict[str, str]:
         "AGENT_TEMPDIRECTORY": str(tmp_path),
         "SYSTEM_TASKINSTANCEID": "ce30c491-54d2-5ab2-f73d-c2aceaff5b23",
         "SYSTEM_TASKDISPLAYNAME": "Attest the drop",
-        **{f"INPUT_{k.upper()}": v for k, v in inputs.items()},
+        **{k if k.isupper() else f"INPUT_{k.upper()}": v for k, v in inputs.items()},
     }
 
 
@@ -72,6 +72,7 @@ def verify(
     env = step_env(
         tmp_path,
         command="verify",
+        SYSTEM_TASKDISPLAYNAME="Verify the drop before deploying",
         provenanceFile=str(drop / "_manifest" / "slsa_1.0" / "provenance.intoto.jsonl"),
         artifacts=str(drop),
         trustedKeys=str(public),

@@ -11,7 +11,7 @@ export function el(tag, props, ...children) {
     else if (key === "onClick") node.addEventListener("click", value);
     else node.setAttribute(key, value);
   }
-  for (const child of children.flat()) {
+  for (const child of children.flat(Infinity)) {
     if (child !== null && child !== undefined && child !== false) {
       node.append(typeof child === "string" ? document.createTextNode(child) : child);
     }

@@ -56,7 +56,9 @@ function generateBody(summary) {
 
 function verifyBody(summary) {
   const artifacts = summary.artifacts || { total: 0, failed: 0, listed: [] };
-  const failed = artifacts.listed.filter((a) => a.error);
+  // A check before (9) fails every artifact with its own message, which the checks table shows once.
+  const stopped = (summary.checks || []).some((c) => c.status === "failed" && c.number !== 9);
+  const failed = stopped ? [] : artifacts.listed.filter((a) => a.error);
   return [
     section("Checks", checksTable(summary.checks || [])),
     facts([
