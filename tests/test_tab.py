@@ -19,9 +19,10 @@ import pytest
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 
-from conftest import COMMIT, REPO
+from conftest import COMMIT, REPO, AzureStack
 from fakes import CertificateAuthority, HttpsServer, Request, Response, json_response
-from test_run_summary import generate, validator, verify
+from slsa_provenance import step
+from test_run_summary import attached, generate, step_env, validator, verify
 
 CHROMIUM = Path("/usr/bin/chromium")
 pytestmark = [
@@ -162,9 +163,13 @@ def page(
 
 
 def test_a_generate_summary_shows_what_was_attested(
-    page, tmp_path: Path, drop: Path, key_files, capsys: pytest.CaptureFixture[str]
+    page, tmp_path: Path, drop: Path, azure: AzureStack, capsys: pytest.CaptureFixture[str]
 ) -> None:  # type: ignore[no-untyped-def]
-    summary = generate(tmp_path / "g", drop, key_files["ecdsa-p256"][0], capsys)
+    inputs = {"command": "generate", "dropFolder": str(drop), "signingMethod": "keyVault"}
+    env = {**step_env(tmp_path, **inputs), **azure.env}
+    env["INPUT_KEYVAULTKEY"] = f"https://127.0.0.1:{azure.vault.port}/keys/p256"
+    assert step.main(env) == 0
+    _, summary = attached(capsys.readouterr().out)
     report, server = page([summary], copy=True, height=1500)
     assert report["loaded"] == "succeeded"
     assert report["calls"][0] == "initialHandshake" and "getAccessToken" in report["calls"]
@@ -172,7 +177,9 @@ def test_a_generate_summary_shows_what_was_attested(
     for shown in (
         "Source",
         "refs/heads/main",
-        "NOT confirmed by the server",
+        "Confirmed by the server",
+        "Azure Key Vault key",
+        "L2",
         summary["builder"]["id"],
         summary["signer"]["keyId"],
         f"sha256:{summary['statement']['sha256']}",
@@ -180,7 +187,7 @@ def test_a_generate_summary_shows_what_was_attested(
         "5 subjects",
     ):
         assert shown in report["text"], shown
-    assert f"https://dev.azure.com/contoso/web/_git/web/commit/{COMMIT}" in report["links"]
+    assert f"{azure.env['BUILD_REPOSITORY_URI']}/commit/{COMMIT}" in report["links"]
     first = summary["subjects"]["listed"][0]["sha256"]
     assert (report["copyLabel"], report["clipboard"]) == ("Copied", f"sha256:{first}")
     assert report["renderedAt"] is not None and report["renderedAt"] < 1000
