@@ -44,7 +44,7 @@ TYPES = {".html": "text/html; charset=utf-8", ".js": "text/javascript", ".css": 
 class RunPage(HttpsServer):
     """The run page's origin: the host page, the tab's files from the .vsix, and the attachments."""
 
-    def __init__(self, ca: CertificateAuthority, tab: Path, attachments: dict[str, bytes]) -> None:
+    def __init__(self, ca: CertificateAuthority, tab: Path, attachments: dict[str, bytes | None]) -> None:
         super().__init__(ca)
         self.tab, self.attachments = tab, attachments
         self.route(
@@ -89,8 +89,10 @@ class RunPage(HttpsServer):
     def _content(self, request: Request) -> Response:
         if request.headers.get("authorization") != f"Bearer {TOKEN}":
             return json_response({"message": "TF400813: not authorized"}, 401)
-        name = unquote(request.path.rsplit("/", 1)[1])
-        return (200, {"Content-Type": "application/octet-stream"}, self.attachments[name])
+        content = self.attachments[unquote(request.path.rsplit("/", 1)[1])]
+        if content is None:
+            return json_response({"message": "VS402912: the attachment store is unavailable"}, 500)
+        return (200, {"Content-Type": "application/octet-stream"}, content)
 
 
 def spki_pin(ca: CertificateAuthority) -> str:
@@ -113,10 +115,12 @@ def show(
     """Open the run page holding these summaries; what the tab shows, measured in the page."""
     for summary in summaries:
         assert list(validator().iter_errors(summary)) == []
-    attachments = {
+    attachments: dict[str, bytes | None] = {
         f"{s['command']}-{i}.json": json.dumps(s, ensure_ascii=False).encode()
         for i, s in enumerate(summaries)
     }
+    unchecked = options.pop("unchecked", {})  # not summaries of this version; None: a server error
+    attachments |= unchecked
     server = RunPage(ca, extension / "tab", attachments).start()
     SCREENSHOTS.mkdir(parents=True, exist_ok=True)
     screenshot = SCREENSHOTS / f"{request.node.name}.png"
@@ -146,7 +150,9 @@ def show(
     assert result.returncode == 0, result.stderr
     assert screenshot.stat().st_size > 10_000, "the screenshot is empty"
     report: dict[str, Any] = json.loads(result.stdout)
-    assert report["consoleErrors"] == [] and report["dialogs"] == [], report
+    served_500 = "Failed to load resource: the server responded with a status of 500 (Internal Server Error)"
+    errors = [e for e in report["consoleErrors"] if not (e == served_500 and None in unchecked.values())]
+    assert errors == [] and report["dialogs"] == [], report
     return report, server
 
 
@@ -255,3 +261,25 @@ def test_hostile_names_are_shown_as_text(
     assert sorted(report["names"]) == sorted(hostile)
     assert report["images"] == 0 and report["pwned"] is False
     assert "bidi" in report["badges"]
+
+
+def test_an_unreadable_or_newer_summary_is_named_and_the_others_are_shown(
+    page, tmp_path: Path, drop: Path, key_files, capsys: pytest.CaptureFixture[str]
+) -> None:  # type: ignore[no-untyped-def]
+    summary = generate(tmp_path / "g", drop, key_files["ed25519"][0], capsys)
+    newer = json.dumps({**summary, "schemaVersion": 2}).encode()
+    unchecked = {
+        "verify-lost.json": None,
+        "verify-newer.json": newer,
+        "zz-not-json.json": b"{",
+        "zz-not-a-summary.json": b'{"schemaVersion": 1, "command": "generate", "subjects": 5}',
+    }
+    report, _ = page([summary], unchecked=unchecked, height=1400)
+    assert report["loaded"] == "succeeded" and report["names"][0] == "README.txt"
+    assert "verify-lost.json" in report["text"] and "the server answered 500" in report["text"]
+    assert "summary version 2 is not one this tab knows (1); update the extension" in report["text"]
+    assert "zz-not-json.json" in report["text"] and "This summary could not be shown: " in report["text"]
+    assert (
+        "zz-not-a-summary.json" in report["text"]
+        and "it is not a summary this tab can read" in report["text"]
+    )

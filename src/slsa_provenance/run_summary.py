@@ -253,7 +253,7 @@ def _unquoted(text: str) -> str:
 
 
 def _artifacts_row(report: Report, images: bool) -> dict[str, Any]:
-    what = "image digest" if images else "artifacts"
+    what = "image digests" if images else "artifacts"
     failed = [r for r in report.results if not r.passed]
     total = len(report.results)
     got = f"{total - len(failed)} of {total} {what} are subjects"

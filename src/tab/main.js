@@ -32,7 +32,7 @@ async function main() {
       const token = await SDK.getAccessToken();
       const loaded = await Promise.all(attachments.map((a) => fetchSummary(a, token)));
       performance.mark("provenance-fetched");
-      root.replaceChildren(...loaded.map(({ attachment, summary, error }) => (error ? failedCard(attachment, error) : summaryCard(attachment, summary))));
+      root.replaceChildren(...loaded.map(card));
       performance.mark("provenance-rendered");
     }
     SDK.notifyLoadSucceeded();
@@ -61,6 +61,16 @@ async function fetchSummary(attachment, token) {
     return { attachment: name, summary: JSON.parse(await response.text()) };
   } catch (error) {
     return { attachment: name, error: messageOf(error) };
+  }
+}
+
+// One summary that is not what its version says (hand-edited, truncated) spoils only its own card.
+function card({ attachment, summary, error }) {
+  if (error) return failedCard(attachment, error);
+  try {
+    return summaryCard(attachment, summary);
+  } catch (failure) {
+    return failedCard(attachment, `it is not a summary this tab can read (${messageOf(failure)})`);
   }
 }
 
