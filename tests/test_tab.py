@@ -209,6 +209,9 @@ def test_a_gate_shows_every_check_and_the_one_that_failed_in_the_dark_theme(
     private, public = key_files["ecdsa-p256"]
     generated = generate(tmp_path / "g", drop, private, capsys)
     failed = verify(tmp_path / "v", drop, public, "refs/tags/v*", capsys)
+    referrer = "sha256:" + "cd" * 32  # as test_registry's step run records them, without a registry here
+    image = {"name": "contoso.azurecr.io/web", "digest": "sha256:" + "ab" * 32}
+    generated["images"] = [{**image, "referrers": [{"digest": referrer, "tagIndex": True, "cosignTag": ""}]}]
     report, _ = page([generated, failed], theme="dark", height=2000)
     assert "Verification failed" in report["badges"] and "Attested" in report["badges"]
     assert [row[0] for row in report["checks"]] == [f"({n})" for n in range(1, 12)]
@@ -216,6 +219,7 @@ def test_a_gate_shows_every_check_and_the_one_that_failed_in_the_dark_theme(
     assert ref[1:] == ["ref", "Failed", "refs/heads/main", "refs/tags/v*"]
     assert [row[2] for row in report["checks"]].count("Failed") == 1
     assert "workflow.ref: got 'refs/heads/main', expected 'refs/tags/v*'" in report["text"]
+    assert f"{referrer} (and tag index: no referrers API)" in report["text"]
     assert report["background"] == "rgb(27, 26, 25)"
 
 

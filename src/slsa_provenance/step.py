@@ -17,7 +17,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from slsa_provenance import run_summary
 from slsa_provenance.azure import vso
 from slsa_provenance.errors import Error, InputError
 from slsa_provenance.provenance.hashing import Progress
@@ -74,6 +73,7 @@ def _fail(message: str) -> None:
 
 
 def _generate(inputs: Inputs) -> str:
+    from slsa_provenance import run_summary
     from slsa_provenance.generate import OUTPUT_FOLDER, GenerateOptions, generate
 
     env = inputs.env
@@ -190,6 +190,7 @@ def _report_progress(progress: Progress) -> None:
 
 
 def _verify(inputs: Inputs) -> str:
+    from slsa_provenance import run_summary
     from slsa_provenance.gate.flow import GateOptions, verify_gate
     from slsa_provenance.gate.vsa import VERIFIER_ID
 
