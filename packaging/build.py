@@ -301,8 +301,30 @@ def stage() -> Path:
     shutil.copy(ROOT / "icons" / "extension-icon.png", STAGE / "icons")
     for name in ("vss-extension.json", "overview.md"):
         shutil.copy(ROOT / name, STAGE / name)
+    stage_tab(STAGE / "tab")
     write_sbom(task, f"{TASK_FOLDER} dependencies", stage_dependencies(task))
     return task
+
+
+def stage_tab(folder: Path) -> None:
+    """The Provenance tab (src/tab/): its page and stylesheet, and one script bundled and minified by
+    the pinned esbuild (the SDK and the Build REST client included, nothing fetched at run time)."""
+    folder.mkdir()
+    for name in ("tab.html", "tab.css"):
+        shutil.copy(ROOT / "src" / "tab" / name, folder / name)
+    subprocess.run(
+        [
+            str(ROOT / "node_modules" / ".bin" / "esbuild"),
+            str(ROOT / "src" / "tab" / "main.js"),
+            "--bundle",
+            "--minify",
+            "--format=iife",
+            "--target=chrome100,firefox100,safari15",
+            "--log-level=warning",
+            f"--outfile={folder / 'tab.js'}",
+        ],
+        check=True,
+    )
 
 
 def staged_provenance(release: bool) -> None:

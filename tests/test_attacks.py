@@ -971,9 +971,7 @@ def _policy_digest(tmp_path: Path, signer: LocalSigner, key: Path, **options: An
     provenance = tmp_path / "verified.intoto.jsonl"
     provenance.write_bytes(dsse.Envelope.from_json(signed_json(signer, statement())).to_json())
     options = {"provenance": provenance, "digests": [f"sha256:{APP_SHA}"], "vsa": vsa, **options}
-    assert verify_gate(
-        GateOptions(vsa_signer=f"file:{key.with_suffix('.key')}", **options)
-    ).passed
+    assert verify_gate(GateOptions(vsa_signer=f"file:{key.with_suffix('.key')}", **options)).passed
     payload = json.loads(dsse.Envelope.from_json(vsa.read_bytes()).payload)
     assert payload["predicateType"] == PREDICATE_TYPE
     return str(payload["predicate"]["policy"]["digest"]["sha256"])

@@ -13,6 +13,7 @@ import struct
 import subprocess
 import sys
 import sysconfig
+import zipfile
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -21,7 +22,8 @@ import pytest
 
 import agent
 from agent import AgentJob, Endpoint, StepResult
-from conftest import REPO, AzureStack, shared_ref, write_sbom
+from conftest import REPO, AzureStack, built_vsix, shared_ref, write_sbom
+from test_run_summary import attached
 
 pytestmark = pytest.mark.integration
 TASK = "SlsaProvenanceV1"
@@ -50,7 +52,11 @@ def test_the_package_holds_what_the_marketplace_needs(extension: Path) -> None:
     xml = (extension / "extension.vsixmanifest").read_text()
     assert f'Id="{manifest["id"]}" Publisher="{manifest["publisher"]}" Version="{manifest["version"]}"' in xml
     contributions = json.loads((extension / "extension.vsomanifest").read_text())["contributions"]
-    assert [c["type"] for c in contributions] == ["ms.vss-distributed-task.task"]
+    assert [c["type"] for c in contributions] == [
+        "ms.vss-distributed-task.task",
+        "ms.vss-build-web.build-results-tab",
+    ]
+    assert (extension / contributions[1]["properties"]["uri"]).is_file()
     assert (extension / contributions[0]["properties"]["name"] / "task.json").is_file()
     assert png_size(extension / "icons" / "extension-icon.png") == (128, 128)
     assert png_size(extension / TASK / "icon.png") == (32, 32)
@@ -285,6 +291,9 @@ def test_the_packaged_step_generates_offline(extension: Path, drop: Path, tmp_pa
         "##vso[task.complete result=Succeeded]all 7 artifacts verified"
     )
     assert "PASSED: app.exe (subject bin/app.exe)" in verified.stdout
+    _, summary = attached(verified.stdout)
+    assert (summary["command"], summary["verdict"]) == ("verify", "PASSED")
+    assert [c["status"] for c in summary["checks"]].count("passed") == 7  # (5), (6), (8), (10) not asked
 
 
 def test_the_packaged_step_signs_with_key_vault_and_confirms_with_the_server(
@@ -310,6 +319,19 @@ def test_the_packaged_step_signs_with_key_vault_and_confirms_with_the_server(
         is True
     )
     assert "##vso[task.logissue type=warning]" not in result.stdout
+    _, summary = attached(result.stdout)
+    assert summary["signer"] == {"keyId": azure.kids["rsa"], "kind": "keyVault"}
+    assert summary["source"]["confirmedByServer"] is True and summary["level"] == 2
+
+
+def test_the_provenance_tab_adds_at_most_400_kb_and_names_no_host() -> None:
+    with zipfile.ZipFile(built_vsix()) as archive:
+        tab = [e for e in archive.infolist() if e.filename.startswith("tab/")]
+        script = archive.read("tab/tab.js").decode()
+    assert {e.filename for e in tab} >= {"tab/tab.html", "tab/tab.js", "tab/tab.css"}
+    assert sum(e.compress_size for e in tab) <= 400 * 1024
+    assert "innerHTML" not in script  # untrusted names are text
+    assert not re.search(r"dev\.azure\.com|visualstudio\.com", script)  # Azure DevOps Server too
 
 
 @pytest.mark.parametrize(
@@ -441,6 +463,7 @@ def test_file_names_cannot_inject_logging_commands(
         "##vso[task.logissue type=warning]",
         "##vso[task.setvariable ",
         "##vso[task.uploadsummary]",
+        "##vso[task.addattachment type=slsa-provenance;name=generate-",
         "##vso[task.complete result=Succeeded]",
         "##[group]",
         "##[endgroup]",

@@ -17,7 +17,7 @@ LAYERS = [
     {"registry"},
     {"gate"},
     {"generate"},
-    {"step"},
+    {"step", "run_summary"},
     {"cli", "usage", "__main__"},
 ]
 

@@ -22,6 +22,7 @@ from conftest import REPO, AzureStack, run_cli, statement_of
 from fakes import HttpsServer, Request
 from registry import OCI_INDEX, OCI_MANIFEST, AcrTokens, DockerRegistry, ReferrersProxy
 from slsa_provenance.azure.agent import AgentRun
+from test_run_summary import attached
 
 pytestmark = pytest.mark.integration
 BUNDLE = "application/vnd.dev.sigstore.bundle.v0.3+json"
@@ -405,6 +406,12 @@ def test_the_step_attests_and_attaches_images_alone_then_verifies_them(  # type:
     variable = next(line for line in out.splitlines() if "variable=attachedReferrers" in line)
     assert f"{registry.host}/{repo}@sha256:" in variable and f":sha256-{digest[7:]}.att" in variable
     assert (staging / "_manifest" / "slsa_1.0" / "provenance.sigstore.json").is_file()
+    _, summary = attached(out)
+    assert summary["subjects"]["listed"] == [{"name": f"{registry.host}/{repo}", "sha256": digest[7:]}]
+    [image] = summary["images"]
+    assert (image["name"], image["digest"]) == (f"{registry.host}/{repo}", digest)
+    [referrer] = image["referrers"]
+    assert referrer["digest"] in variable and referrer["cosignTag"] == f"sha256-{digest[7:]}.att"
 
     verify_inputs = {
         "INPUT_COMMAND": "verify",
@@ -416,12 +423,20 @@ def test_the_step_attests_and_attaches_images_alone_then_verifies_them(  # type:
     out = capsys.readouterr().out
     assert "##vso[task.complete result=Succeeded]all 1 images verified" in out, out
     assert f"PASSED: {registry.host}/{repo}@{digest} (referrer sha256:" in out
+    _, summary = attached(out)
+    assert summary["verdict"] == "PASSED" and summary["images"][0]["passed"] is True
+    image_check = next(c for c in summary["checks"] if c["number"] == 9)
+    assert (image_check["status"], image_check["got"]) == ("passed", "1 of 1 image digests are subjects")
 
     verify_inputs["INPUT_EXPECTEDREF"] = "refs/tags/*"
     step.main({**acr.env, **verify_inputs, "AGENT_TEMPDIRECTORY": str(tmp_path)})
     out = capsys.readouterr().out
     assert "##vso[task.complete result=Failed]1 of 1 images failed verification" in out
     assert "(7) ref: workflow.ref: got 'refs/heads/main', expected 'refs/tags/*'" in out
+    _, summary = attached(out)
+    ref = next(c for c in summary["checks"] if c["number"] == 7)
+    assert (summary["verdict"], ref["status"], ref["got"]) == ("FAILED", "failed", "refs/heads/main")
+    assert summary["images"][0]["attestations"][0]["error"].startswith("(7) ref: ")
 
 
 @pytest.fixture
@@ -614,6 +629,9 @@ def test_a_policy_and_a_summary_apply_to_images(  # type: ignore[no-untyped-def]
     out = capsys.readouterr().out
     assert "##vso[task.complete result=Succeeded]all 1 images verified" in out, out
     assert f"##vso[task.setvariable variable=vsaPath]{vsa}" in out and vsa.is_file()
+    _, summary = attached(out)
+    assert summary["vsa"] == {"path": str(vsa), "sha256": hashlib.sha256(vsa.read_bytes()).hexdigest()}
+    assert summary["policy"]["path"] == str(policy) and summary["level"] >= 1
 
 
 def test_a_tag_answered_with_another_images_digest_is_refused(  # type: ignore[no-untyped-def]

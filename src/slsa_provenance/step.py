@@ -52,6 +52,7 @@ def _fail(message: str) -> None:
 
 
 def _generate(run: AgentRun) -> str:
+    from slsa_provenance import run_summary
     from slsa_provenance.generate import OUTPUT_FOLDER, GenerateOptions, generate
 
     inputs = run.inputs
@@ -125,6 +126,7 @@ def _generate(run: AgentRun) -> str:
     }
     for name, value in outputs.items():
         vso.emit("task.setvariable", value, variable=name)
+    run_summary.attach_generate(run, result)
     _summary(
         run.folders.temp,
         [
@@ -167,6 +169,7 @@ def _report_progress(progress: Progress) -> None:
 
 
 def _verify(run: AgentRun) -> str:
+    from slsa_provenance import run_summary
     from slsa_provenance.gate.flow import GateOptions, verify_gate
     from slsa_provenance.gate.vsa import VERIFIER_ID
 
@@ -180,7 +183,7 @@ def _verify(run: AgentRun) -> str:
         )
     images = inputs.lines("verifyImages")
     result = verify_gate(
-        GateOptions(
+        options := GateOptions(
             provenance=None if images else Path(inputs.required("provenanceFile", "Provenance file")),
             images=images,
             keys=keys,
@@ -198,6 +201,7 @@ def _verify(run: AgentRun) -> str:
             agent=run,
         )
     )
+    run_summary.attach_verify(run, options, result)
     for line in result.lines():
         print(vso.neutralize(line))
     vso.emit("task.setvariable", str(result.vsa_path or ""), variable="vsaPath")

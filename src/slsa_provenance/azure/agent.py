@@ -196,6 +196,16 @@ class Folders:
 
 
 @dataclass(frozen=True)
+class StepRun:
+    """Which run of which step this is: names the step's attachment and labels it on the run page."""
+
+    display_name: str = ""
+    instance_id: str = ""
+    job_name: str = ""
+    job_attempt: str = ""
+
+
+@dataclass(frozen=True)
 class AgentRun:
     inputs: TaskInputs = field(default_factory=TaskInputs)
     variables: Mapping[str, str] = field(default_factory=dict)
@@ -208,6 +218,7 @@ class AgentRun:
     in_pipeline: bool = False
     """TF_BUILD: a claim any step can make, never a reason to trust anything."""
     folders: Folders = field(default_factory=Folders)
+    step: StepRun = field(default_factory=StepRun)
     key_password: str = field(default="", repr=False)
     """SLSA_KEY_PASSWORD: the local signing key's password, when it is encrypted."""
 
@@ -249,6 +260,12 @@ class AgentRun:
                 artifacts=get("SYSTEM_ARTIFACTSDIRECTORY"),
                 artifact_staging=get("BUILD_ARTIFACTSTAGINGDIRECTORY"),
                 temp=get("AGENT_TEMPDIRECTORY"),
+            ),
+            step=StepRun(
+                display_name=get("SYSTEM_TASKDISPLAYNAME"),
+                instance_id=get("SYSTEM_TASKINSTANCEID"),
+                job_name=get("SYSTEM_JOBDISPLAYNAME") or get("SYSTEM_JOBNAME"),
+                job_attempt=get("SYSTEM_JOBATTEMPT"),
             ),
             key_password=env.get(KEY_PASSWORD_VARIABLE, ""),
         )

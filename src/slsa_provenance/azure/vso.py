@@ -43,12 +43,12 @@ def neutralize(text: str) -> str:
     return text.replace("##vso[", "##vso\u200b[").replace("##[", "##\u200b[")
 
 
-def command(name: str, message: str = "", **properties: str) -> str:
+def command(name: str, message: str = "", /, **properties: str) -> str:
     props = ";".join(f"{key}={_escape(value, _PROPERTY_ESCAPES)}" for key, value in properties.items())
     return f"##vso[{name}{' ' + props if props else ''}]{_escape(neutralize(message), _MESSAGE_ESCAPES)}"
 
 
-def emit(name: str, message: str = "", *, stream: TextIO | None = None, **properties: str) -> None:
+def emit(name: str, message: str = "", /, *, stream: TextIO | None = None, **properties: str) -> None:
     print(command(name, message, **properties), file=stream or sys.stdout, flush=True)
 
 
