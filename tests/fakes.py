@@ -349,9 +349,9 @@ class Entra(HttpsServer):
             header, claims = json.loads(unb64url(header_part)), json.loads(unb64url(claims_part))
         except (KeyError, ValueError):
             return False
-        named = header.get("x5t#S256") == b64url(self.certificate.fingerprint(hashes.SHA256())) or (
-            header.get("x5t") == b64url(self.certificate.fingerprint(hashes.SHA1()))
-        )
+        named = str(header.get("x5t#S256", "")).rstrip("=") == b64url(
+            self.certificate.fingerprint(hashes.SHA256())
+        ) or str(header.get("x5t", "")).rstrip("=") == b64url(self.certificate.fingerprint(hashes.SHA1()))
         chosen = {
             "PS256": padding.PSS(padding.MGF1(hashes.SHA256()), hashes.SHA256.digest_size),
             "RS256": padding.PKCS1v15(),
