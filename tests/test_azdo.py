@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 from dataclasses import replace
 
 import pytest
@@ -307,22 +308,35 @@ def out_of_range(named: str, asked: str = "7.1") -> Fault:
     ids=["server-2022", "server-2020"],
 )
 def test_a_server_s_newest_version_is_taken_once_and_kept(azure: AzureStack, newest: str, runs: str) -> None:
+    """Every endpoint confirm() calls, at the version the server named: Builds - Get, Definitions - Get,
+    Runs - Get, Git Repositories - Get (another checked-out repository), Builds - List (a pipeline
+    resource)."""
     azure.ado.newest_version = newest
-    assert confirm(claimed(), os.environ).server_confirmed
-    project = azure.env["SYSTEM_TEAMPROJECTID"]
+    run = run_body(
+        azure.env, tools={"repository": {"id": "tools", "type": "azureReposGit"}, "version": "1" * 40}
+    )
+    run["resources"]["pipelines"] = {"sdk": {"pipeline": {"id": 7}, "version": "20261122.3"}}  # type: ignore[index]
+    azure.ado.bodies["pipelines/12/runs/836"] = run
+    azure.ado.bodies["git/repositories/tools"] = {"remoteUrl": f"{azure.ado.collection}web/_git/tools"}
+    azure.ado.bodies["build/builds?definitions=7&buildNumber=20261122.3"] = {
+        "value": [{"id": 791, "sourceVersion": "4" * 40}]
+    }
+    confirmed = confirm(claimed(), os.environ)
+    assert confirmed.server_confirmed and confirmed.repositories and confirmed.pipelines
     asked = [
-        (r.path.removeprefix(f"/contoso/{project}/_apis/"), r.query["api-version"])
-        for r in azure.ado.requests
+        (re.sub(r"^/contoso/[^_]*_apis/", "", r.path), r.query["api-version"]) for r in azure.ado.requests
     ]
     assert asked == [
         ("build/builds/836", "7.1"),
         ("build/builds/836", newest),
         ("build/definitions/12", newest),
         ("pipelines/12/runs/836", runs),  # Runs left preview at 7.0; a release 6.0 is refused
+        ("git/repositories/tools", newest),
+        ("build/builds", newest),
     ]
     assert len(azure.ado.refused) == 1
     confirm(claimed(), os.environ)  # the rest of the run: a new client for the same collection
-    assert {r.query["api-version"] for r in azure.ado.requests[4:]} == {newest, runs}
+    assert {r.query["api-version"] for r in azure.ado.requests[len(asked) :]} == {newest, runs}
     assert len(azure.ado.refused) == 1
 
 
