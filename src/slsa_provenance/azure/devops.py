@@ -102,8 +102,8 @@ class AzureDevOps:
             f"Azure DevOps at {self.collection} refused api-version {asked} for {what} as out of range "
             f"but names {vso.neutralize(named[:40])!r} as the newest it supports, which is not a version "
             f"below {asked} (its message: {_server_message(response)})",
-            "check that ENDPOINT_URL_SYSTEMVSSCONNECTION leads to Azure DevOps and that no proxy rewrites "
-            "its answers; an Azure DevOps Server older than 2020 (api-version 6.0) is not supported",
+            "check that ENDPOINT_URL_SYSTEMVSSCONNECTION leads to Azure DevOps and that no proxy between "
+            "the agent and the server rewrites its answers",
         )
 
     def _send(self, path: str, what: str, preview_before: str) -> Any:
