@@ -25,6 +25,8 @@ pytestmark = pytest.mark.integration
 WORLDS = {"server-2022": ("7.0", "7.0"), "server-2020": ("6.0", "6.0-preview.1")}
 CONNECTION = CONNECTION_ID.upper()
 PROVENANCE = Path("_manifest/slsa_1.0/provenance.intoto.jsonl")
+SP_CERTIFICATE = f"ENDPOINT_AUTH_PARAMETER_{CONNECTION}_SERVICEPRINCIPALCERTIFICATE"
+SP_SECRET = f"ENDPOINT_AUTH_PARAMETER_{CONNECTION}_SERVICEPRINCIPALKEY"
 
 
 def certificate_credential(key: rsa.RSAPrivateKey, name: str) -> tuple[x509.Certificate, str]:
@@ -68,13 +70,21 @@ def service_principal(
         azure.entra.client_secret = "sp-client-secret-4711"
         return variables | {
             f"ENDPOINT_AUTH_PARAMETER_{CONNECTION}_AUTHENTICATIONTYPE": "spnKey",
-            f"ENDPOINT_AUTH_PARAMETER_{CONNECTION}_SERVICEPRINCIPALKEY": azure.entra.client_secret,
+            SP_SECRET: azure.entra.client_secret,
         }
     azure.entra.certificate = certificate[0]
     return variables | {
         f"ENDPOINT_AUTH_PARAMETER_{CONNECTION}_AUTHENTICATIONTYPE": "spnCertificate",
-        f"ENDPOINT_AUTH_PARAMETER_{CONNECTION}_SERVICEPRINCIPALCERTIFICATE": certificate[1],
+        SP_CERTIFICATE: certificate[1],
     }
+
+
+def connection_secrets(connection: dict[str, str]) -> list[str]:
+    """The client secret, or each base64 line of the private key in the certificate's PEM."""
+    if SP_SECRET in connection:
+        return [connection[SP_SECRET]]
+    private = connection[SP_CERTIFICATE].split("-----BEGIN PRIVATE KEY-----", 1)[1]
+    return [line for line in private.splitlines() if line and "-----" not in line]
 
 
 def assert_confirmed_asking_each_version_once(azure: AzureStack, drop: Path, newest: str, runs: str) -> None:
@@ -101,10 +111,8 @@ def test_the_packaged_step_signs_and_confirms_on_azure_devops_server(
     service_principal_certificate: tuple[x509.Certificate, str],
 ) -> None:
     newest, runs = server_world(azure, world)
-    env = {
-        **key_vault_step_env(tmp_path, drop, azure, "p256"),
-        **service_principal(azure, credential, service_principal_certificate),
-    }
+    connection = service_principal(azure, credential, service_principal_certificate)
+    env = key_vault_step_env(tmp_path, drop, azure, "p256") | connection
     result = run_step(extension, env, offline=False)
     assert completion(result.stdout).startswith("##vso[task.complete result=Succeeded]"), (
         result.stdout + result.stderr
@@ -113,6 +121,11 @@ def test_the_packaged_step_signs_and_confirms_on_azure_devops_server(
     assert_confirmed_asking_each_version_once(azure, drop, newest, runs)
     token_requests = [r.form() for r in azure.entra.requests if r.path.endswith("/oauth2/v2.0/token")]
     assert token_requests and all(form["client_id"] == CLIENT_ID for form in token_requests)
+    written = (drop / PROVENANCE).read_text()
+    secrets = connection_secrets(connection)
+    assert secrets
+    for secret in secrets:
+        assert secret not in result.stdout + result.stderr and secret not in written
     if credential == "certificate":
         assert {form.get("client_assertion_type") for form in token_requests} == {JWT_BEARER}
         assert not [form for form in token_requests if "client_secret" in form]
