@@ -35,8 +35,11 @@ node_modules/.installed: package.json package-lock.json
 	npm ci --no-audit --no-fund --loglevel=error
 	touch $@
 
+# The SBOM's creation time: the last commit's, so the same commit builds the same SBOM (an exported
+# SOURCE_DATE_EPOCH wins; outside git, packaging/spdx.py takes the time of the build).
 vsix: $(STAMP) node_modules/.installed  ## build dist/*.vsix (one xz payload per platform, SBOM, provenance); RELEASE=1 signs with the Key Vault key SLSA_SIGNER names
-	$(BIN)/python packaging/build.py $(if $(RELEASE),--release)
+	SOURCE_DATE_EPOCH="$${SOURCE_DATE_EPOCH:-$$(git log -1 --format=%ct 2>/dev/null)}" \
+	  $(BIN)/python packaging/build.py $(if $(RELEASE),--release)
 
 bench: $(STAMP) vsix  ## hashing, memory, start-up and verify against openssl and sha256sum; fails on a missed target
 	$(BIN)/python bench/bench.py

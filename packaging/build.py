@@ -291,18 +291,25 @@ def attest(task: Path, signer: str) -> None:
 def stage() -> Path:
     """Assemble the task folder (the payloads and the SBOM of what they hold) under build/extension."""
     shutil.rmtree(STAGE, ignore_errors=True)
-    task = STAGE / TASK_FOLDER
+    task = assemble(STAGE)
+    write_sbom(task, f"{TASK_FOLDER} dependencies", stage_dependencies(task))
+    return task
+
+
+def assemble(stage: Path) -> Path:
+    """The manifests, the task's entry and the icons in `stage` (everything tfx checks, no payload);
+    returns the task folder."""
+    task = stage / TASK_FOLDER
     task.mkdir(parents=True)
     shutil.copy(ROOT / "task.json", task / "task.json")
     for name in ("index.js", "launch.py"):
         shutil.copy(ROOT / "task" / name, task / name)
     shutil.copy(ROOT / "icons" / "task-icon.png", task / "icon.png")  # the name the agent's UI looks for
-    (STAGE / "icons").mkdir()
-    shutil.copy(ROOT / "icons" / "extension-icon.png", STAGE / "icons")
+    (stage / "icons").mkdir()
+    shutil.copy(ROOT / "icons" / "extension-icon.png", stage / "icons")
     for name in ("vss-extension.json", "overview.md"):
-        shutil.copy(ROOT / name, STAGE / name)
-    stage_tab(STAGE / "tab")
-    write_sbom(task, f"{TASK_FOLDER} dependencies", stage_dependencies(task))
+        shutil.copy(ROOT / name, stage / name)
+    stage_tab(stage / "tab")
     return task
 
 
@@ -342,20 +349,20 @@ def staged_provenance(release: bool) -> None:
         raise SystemExit(2)
 
 
-def pack() -> Path:
-    """The staged folder as dist/<publisher>.<id>-<version>.vsix, with the pinned tfx-cli."""
-    dist = ROOT / "dist"
+def pack(stage: Path = STAGE, dist: Path = ROOT / "dist") -> Path:
+    """The staged folder as dist/<publisher>.<id>-<version>.vsix, with the pinned tfx-cli. tfx's output
+    is shown; a warning (tfx 0.23 only warns about a wrong task.json, and still packs) fails the build."""
     dist.mkdir(exist_ok=True)
-    manifest = json.loads((ROOT / "vss-extension.json").read_text())
+    manifest = json.loads((stage / "vss-extension.json").read_text())
     vsix = dist / f"{manifest['publisher']}.{manifest['id']}-{manifest['version']}.vsix"
     vsix.unlink(missing_ok=True)
-    subprocess.run(
+    tfx = subprocess.run(
         [
             str(ROOT / "node_modules" / ".bin" / "tfx"),
             "extension",
             "create",
             "--root",
-            str(STAGE),
+            str(stage),
             "--manifest-globs",
             "vss-extension.json",
             "--output-path",
@@ -363,9 +370,24 @@ def pack() -> Path:
             "--no-prompt",
             "--no-color",
         ],
-        check=True,
-        stdout=subprocess.DEVNULL,
+        check=False,
+        stdout=subprocess.PIPE,
+        text=True,
     )
+    print(tfx.stdout, end="", file=sys.stderr)
+    warnings = [
+        line.removeprefix("warning:").strip()
+        for line in tfx.stdout.splitlines()
+        if line.startswith("warning:")
+    ]
+    if tfx.returncode or warnings:
+        vsix.unlink(missing_ok=True)
+        raise SystemExit(
+            f"error: tfx extension create {'warned' if warnings else f'exited with {tfx.returncode}'}, "
+            "so no .vsix is kept"
+            + (f": {' '.join(w for w in warnings if w)}" if warnings else "")
+            + "; fix what it names in task.json or vss-extension.json"
+        )
     return vsix
 
 

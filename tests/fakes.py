@@ -1,9 +1,14 @@
 """Local HTTPS servers that speak the real protocols, so the real Azure SDK clients run against them.
 
 - `Entra`: POST /{tenant}/oauth2/v2.0/token, client credentials with a client assertion that must be
-  the ID token the fake Azure DevOps issued for the service connection.
+  the ID token the fake Azure DevOps issued for the service connection, a client secret, or a JWT
+  signed with the private key of a registered certificate (checked: signature, thumbprint, claims);
+  managed identity as App Service (IDENTITY_ENDPOINT) and as a VM's IMDS speak them.
 - `AzureDevOps`: the OIDC token route (bearer System.AccessToken, serviceConnectionId) and the REST
-  routes Builds - Get, Definitions - Get, Runs - Get, serving bodies the test provides.
+  routes Builds - Get, Definitions - Get, Runs - Get, serving bodies the test provides. With
+  `newest_version` it is an Azure DevOps Server: a newer api-version is refused the way Server refuses
+  it (HTTP 400, VssVersionOutOfRangeException, the same message), each refusal logged in `refused`;
+  a release version of an endpoint still in preview at it is refused too, and there is no OIDC route.
 - `KeyVault`: the 401 challenge, GET /keys/{name}[/{version}] and POST /keys/{name}/{version}/sign with a
   real key, answering ECDSA as raw r||s the way Key Vault does.
 
@@ -31,12 +36,14 @@ from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
 from cryptography import x509
+from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa, utils
 from cryptography.x509.oid import NameOID
 
 Response = tuple[int, dict[str, str], bytes]
 Handler = Callable[["Request"], Response]
+JWT_BEARER = "urn:ietf:params:oauth:client-assertion-type:jwt-bearer"
 
 
 def b64url(data: bytes) -> str:
@@ -252,8 +259,33 @@ class Entra(HttpsServer):
         self.client_secret = ""
         self.route("POST", rf"/{tenant}/oauth2/v2.0/token", self._token)
         self.route("GET", rf"/{tenant}/v2.0/.well-known/openid-configuration", self._openid)
+        self.certificate: x509.Certificate | None = None  # a service principal's certificate credential
         self.identity_header = "identity-header-" + secrets.token_hex(8)
         self.route("GET", r"/msi/token", self._managed_identity)
+        self.route("GET", r"/metadata/identity/oauth2/token", self._imds)
+
+    def _imds(self, request: Request) -> Response:
+        """A VM's instance metadata service: `Metadata: true`, api-version and resource required."""
+        if request.headers.get("metadata") != "true" or not request.query.get("resource"):
+            return json_response(
+                {"error": "invalid_request", "error_description": "Required metadata header not specified"},
+                400,
+            )
+        token = "imds-" + secrets.token_urlsafe(24)
+        self.issued.append(token)
+        now = int(time.time())
+        return json_response(
+            {
+                "access_token": token,
+                "client_id": self.client_id,
+                "expires_in": "3599",
+                "expires_on": str(now + 3599),
+                "ext_expires_in": "3599",
+                "not_before": str(now),
+                "resource": request.query["resource"],
+                "token_type": "Bearer",
+            }
+        )
 
     def _managed_identity(self, request: Request) -> Response:
         """App Service's managed identity endpoint (IDENTITY_ENDPOINT, X-IDENTITY-HEADER)."""
@@ -294,7 +326,8 @@ class Entra(HttpsServer):
         form = request.form()
         federated = form.get("client_assertion") in self.valid_assertions
         secret = bool(self.client_secret) and form.get("client_secret") == self.client_secret
-        if not (federated or secret) or form.get("client_id") != self.client_id:
+        certified = self._signed_by_certificate(form)
+        if not (federated or secret or certified) or form.get("client_id") != self.client_id:
             return json_response(
                 {
                     "error": "invalid_client",
@@ -306,13 +339,56 @@ class Entra(HttpsServer):
         self.issued.append(token)
         return json_response({"access_token": token, "expires_in": 3600, "token_type": "Bearer"})
 
+    def _signed_by_certificate(self, form: dict[str, str]) -> bool:
+        """A client assertion JWT (RFC 7523) signed with the registered certificate's key, naming it by
+        thumbprint, issued by and for the client, addressed to this token endpoint, unexpired."""
+        if self.certificate is None or form.get("client_assertion_type") != JWT_BEARER:
+            return False
+        try:
+            header_part, claims_part, signature = form["client_assertion"].split(".")
+            header, claims = json.loads(unb64url(header_part)), json.loads(unb64url(claims_part))
+        except (KeyError, ValueError):
+            return False
+        named = str(header.get("x5t#S256", "")).rstrip("=") == b64url(
+            self.certificate.fingerprint(hashes.SHA256())
+        ) or str(header.get("x5t", "")).rstrip("=") == b64url(self.certificate.fingerprint(hashes.SHA1()))
+        chosen = {
+            "PS256": padding.PSS(padding.MGF1(hashes.SHA256()), hashes.SHA256.digest_size),
+            "RS256": padding.PKCS1v15(),
+        }.get(header.get("alg"))
+        public = self.certificate.public_key()
+        if not named or chosen is None or not isinstance(public, rsa.RSAPublicKey):
+            return False
+        try:
+            public.verify(
+                unb64url(signature), f"{header_part}.{claims_part}".encode(), chosen, hashes.SHA256()
+            )
+        except InvalidSignature:
+            return False
+        now = time.time()
+        return (
+            claims.get("aud") == f"{self.url}/{self.tenant}/oauth2/v2.0/token"
+            and claims.get("iss") == claims.get("sub") == self.client_id
+            and float(claims.get("nbf", now)) <= now + 60
+            and float(claims.get("exp", 0)) > now - 60
+        )
+
 
 class AzureDevOps(HttpsServer):
     """The collection at /contoso/: OIDC tokens for the service connection and REST bodies."""
 
-    def __init__(self, ca: CertificateAuthority, access_token: str, connection_id: str, entra: Entra) -> None:
+    def __init__(
+        self,
+        ca: CertificateAuthority,
+        access_token: str,
+        connection_id: str,
+        entra: Entra,
+        newest_version: str = "",
+    ) -> None:
         super().__init__(ca)
         self.access_token, self.connection_id, self.entra = access_token, connection_id, entra
+        self.newest_version = newest_version  # "": Azure DevOps Services; "7.0": Server 2022; "6.0": 2020
+        self.refused: list[Request] = []
         self.bodies: dict[str, Any] = {}
         self.route(
             "POST",
@@ -335,6 +411,8 @@ class AzureDevOps(HttpsServer):
         return request.headers.get("authorization") == f"Bearer {self.access_token}"
 
     def _oidc(self, request: Request) -> Response:
+        if self.newest_version:  # Server has no workload identity federation
+            return json_response({"message": f"no route for {request.method} {request.path}"}, 404)
         if not self._authorized(request):
             return 401, {"Content-Type": "text/html"}, b"<html>sign in</html>"
         if (
@@ -353,11 +431,54 @@ class AzureDevOps(HttpsServer):
         if not self._authorized(request):
             return json_response({"message": "TF400813: The user is not authorized"}, 401)
         key = re.sub(r"^/contoso/([^/]+/)?_apis/", "", request.path).lower()
+        refusal = self._version_refusal(request, released=(7, 0) if key.startswith("pipelines/") else (1, 0))
+        if refusal:
+            return refusal
         if key == "build/builds":  # Builds - List, by definition and run name
             key += f"?definitions={request.query.get('definitions')}&buildNumber={request.query.get('buildNumber')}"
         if key not in self.bodies:
             return json_response({"message": f"{key} not found"}, 404)
         return json_response(self.bodies[key])
+
+    def _version_refusal(self, request: Request, released: tuple[int, int]) -> Response | None:
+        """Server's answer to an api-version newer than it knows, or to a release version of an endpoint
+        that was still in preview at that version (Pipelines Runs before 7.0)."""
+        asked = request.query.get("api-version", "")
+        match = re.fullmatch(r"([0-9]+)\.([0-9]+)(-preview(\.[0-9]+)?)?", asked)
+        if not match:
+            return _vss_error("VssInvalidApiVersion", f"The API version '{asked}' is not valid.")
+        version = (int(match.group(1)), int(match.group(2)))
+        newest = self.newest_version or "7.2"
+        if version > tuple(map(int, newest.split("."))):
+            self.refused.append(request)
+            return _vss_error(
+                "VssVersionOutOfRangeException",
+                f"The requested REST API version of {version[0]}.{version[1]} is out of range for this "
+                f"server. The latest REST API version this server supports is {newest}.",
+            )
+        if version < released and not match.group(3):
+            return _vss_error(
+                "VssInvalidPreviewVersionException",
+                f'The requested version "{asked}" of the resource is under preview. The -preview flag '
+                f'must be supplied in the api-version for such requests. For example: "{asked}-preview"',
+            )
+        return None
+
+
+def _vss_error(type_key: str, message: str) -> Response:
+    """An Azure DevOps exception body, as Services and Server send it (status 400)."""
+    return json_response(
+        {
+            "$id": "1",
+            "innerException": None,
+            "message": message,
+            "typeName": f"Microsoft.VisualStudio.Services.WebApi.{type_key}, Microsoft.VisualStudio.Services.WebApi",
+            "typeKey": type_key,
+            "errorCode": 0,
+            "eventId": 3000,
+        },
+        400,
+    )
 
 
 class KeyVault(HttpsServer):

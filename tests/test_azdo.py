@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 from dataclasses import replace
 
 import pytest
@@ -103,13 +104,17 @@ def test_a_classic_pipeline_has_no_yaml_path(azure: AzureStack) -> None:
     [
         (
             Fault("respond", json_response({"message": "TF400813"}, 401)),
-            "refused the job's token for build 836 (401)",
+            "refused the job's token for build 836 (401: TF400813)",
         ),
         (
             Fault("respond", json_response({"message": "denied"}, 403)),
-            "refused the job's token for build 836 (403)",
+            "refused the job's token for build 836 (403: denied)",
         ),
-        (Fault("respond", json_response({"message": "gone"}, 404)), "has no build 836 (404)"),
+        (Fault("respond", json_response({"message": "gone"}, 404)), "has no build 836 (404: gone)"),
+        (
+            Fault("respond", json_response({"message": "TF400898: An Internal Error Occurred."}, 400)),
+            "answered build 836 with 400: TF400898: An Internal Error Occurred.",
+        ),
         (
             Fault("respond", (203, {"Content-Type": "text/html"}, b"<html>sign in</html>")),
             "answered build 836 with 203 'text/html', not JSON",
@@ -123,6 +128,17 @@ def test_faults_end_in_one_sentence(azure: AzureStack, fault: Fault, message: st
     with pytest.raises(Error) as caught:
         confirm(claimed(), *agent())
     assert message in caught.value.message
+
+
+def test_the_server_s_message_is_one_neutralised_bounded_line(azure: AzureStack) -> None:
+    said = "TF400898:\r\n##vso[task.complete result=Succeeded]\x1b[31m" + "x" * 1000
+    azure.ado.inject(r"/builds/836$", Fault("respond", json_response({"message": said}, 400)))
+    with pytest.raises(Error) as caught:
+        confirm(claimed(), *agent())
+    message = caught.value.message
+    assert message.startswith("Azure DevOps answered build 836 with 400: TF400898: ##vso\u200b[task.complete")
+    assert "\n" not in message and "\x1b" not in message and "##vso[" not in message
+    assert message.endswith("x\u2026") and len(message.split(": ", 1)[1]) < 320
 
 
 def test_a_429_storm_is_retried_then_fails(azure: AzureStack) -> None:
@@ -270,3 +286,97 @@ def test_pipeline_resources_are_resolved_to_their_runs(azure: AzureStack) -> Non
     azure.ado.bodies["build/builds?definitions=7&buildNumber=20261122.3"] = {"count": 0, "value": []}
     with pytest.raises(Error, match="names run 20261122.3 of pipeline 7, and Azure DevOps finds 0 such runs"):
         confirm(claimed(), *agent())
+
+
+def out_of_range(named: str, asked: str = "7.1") -> Fault:
+    """Server's refusal of api-version `asked`, naming `named` as the newest it supports."""
+    return Fault(
+        "respond",
+        json_response(
+            {
+                "$id": "1",
+                "innerException": None,
+                "message": f"The requested REST API version of {asked} is out of range for this server. The latest "
+                f"REST API version this server supports is {named}.",
+                "typeName": "Microsoft.VisualStudio.Services.WebApi.VssVersionOutOfRangeException, "
+                "Microsoft.VisualStudio.Services.WebApi",
+                "typeKey": "VssVersionOutOfRangeException",
+                "errorCode": 0,
+                "eventId": 3000,
+            },
+            400,
+        ),
+    )
+
+
+@pytest.mark.parametrize(
+    ("newest", "runs"),
+    [("7.0", "7.0"), ("6.0", "6.0-preview.1")],
+    ids=["server-2022", "server-2020"],
+)
+def test_a_server_s_newest_version_is_taken_once_and_kept(azure: AzureStack, newest: str, runs: str) -> None:
+    """Every endpoint confirm() calls, at the version the server named: Builds - Get, Definitions - Get,
+    Runs - Get, Git Repositories - Get (another checked-out repository), Builds - List (a pipeline
+    resource)."""
+    azure.ado.newest_version = newest
+    run = run_body(
+        azure.env, tools={"repository": {"id": "tools", "type": "azureReposGit"}, "version": "1" * 40}
+    )
+    run["resources"]["pipelines"] = {"sdk": {"pipeline": {"id": 7}, "version": "20261122.3"}}  # type: ignore[index]
+    azure.ado.bodies["pipelines/12/runs/836"] = run
+    azure.ado.bodies["git/repositories/tools"] = {"remoteUrl": f"{azure.ado.collection}web/_git/tools"}
+    azure.ado.bodies["build/builds?definitions=7&buildNumber=20261122.3"] = {
+        "value": [{"id": 791, "sourceVersion": "4" * 40}]
+    }
+    confirmed = confirm(claimed(), *agent())
+    assert confirmed.server_confirmed and confirmed.repositories and confirmed.pipelines
+    asked = [
+        (re.sub(r"^/contoso/[^_]*_apis/", "", r.path), r.query["api-version"]) for r in azure.ado.requests
+    ]
+    assert asked == [
+        ("build/builds/836", "7.1"),
+        ("build/builds/836", newest),
+        ("build/definitions/12", newest),
+        ("pipelines/12/runs/836", runs),  # Runs left preview at 7.0; a release 6.0 is refused
+        ("git/repositories/tools", newest),
+        ("build/builds", newest),
+    ]
+    assert len(azure.ado.refused) == 1
+    confirm(claimed(), *agent())  # the rest of the run: a new client for the same collection
+    assert {r.query["api-version"] for r in azure.ado.requests[len(asked) :]} == {newest, runs}
+    assert len(azure.ado.refused) == 1
+
+
+def test_the_version_is_remembered_per_collection_not_per_host(
+    azure: AzureStack, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    azure.ado.newest_version = "7.0"
+    confirm(claimed(), *agent())
+    other = azure.ado.collection.replace("/contoso/", "/fabrikam/")
+    monkeypatch.setenv("ENDPOINT_URL_SYSTEMVSSCONNECTION", other)
+    monkeypatch.setenv("SYSTEM_COLLECTIONURI", other)
+    with pytest.raises(Error, match="has no build 836"):  # the fake serves /contoso/ only
+        confirm(claimed(), *agent())
+    assert azure.ado.requests[-1].path.startswith("/fabrikam/")
+    assert azure.ado.requests[-1].query["api-version"] == "7.1"
+
+
+@pytest.mark.parametrize("named", ["7.1", "7.2", "8.0", "banana", "7.0-preview", ""])
+def test_a_named_version_that_is_not_lower_fails_closed(azure: AzureStack, named: str) -> None:
+    azure.ado.inject(r"/builds/836$", out_of_range(named))
+    with pytest.raises(Error) as caught:
+        confirm(claimed(), *agent())
+    assert "refused api-version 7.1 for build 836 as out of range" in caught.value.message
+    assert "which is not a version below 7.1" in caught.value.message
+    assert len(azure.ado.requests) == 1  # nothing asked with what the answer named
+
+
+def test_a_second_refusal_is_reported_not_followed(azure: AzureStack) -> None:
+    azure.ado.inject(r"/builds/836$", out_of_range("7.0"))
+    azure.ado.inject(r"/builds/836$", out_of_range("6.0", asked="7.0"))
+    with pytest.raises(Error) as caught:
+        confirm(claimed(), *agent())
+    assert caught.value.message.startswith(
+        "Azure DevOps answered build 836 with 400: The requested REST API version of 7.0 is out of range"
+    )
+    assert [r.query["api-version"] for r in azure.ado.requests] == ["7.1", "7.0"]

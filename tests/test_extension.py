@@ -167,7 +167,7 @@ def test_the_hashing_module_ships_for_linux_x86_64_only_under_each_version_s_nam
 def test_a_development_build_ships_its_sbom_and_unsigned_provenance_marked_as_such(extension: Path) -> None:
     manifest = extension / TASK / "_manifest"
     sbom = json.loads((manifest / "spdx_2.2" / "manifest.spdx.json").read_text())
-    purls = {ref["referenceLocator"] for p in sbom["packages"] for ref in p["externalRefs"]}
+    purls = {ref["referenceLocator"] for p in sbom["packages"] for ref in p.get("externalRefs", [])}
     assert "pkg:pypi/cryptography@50.0.2" in purls and "pkg:pypi/azure-identity@1.27.0" in purls
     envelope = json.loads((manifest / "slsa_1.0" / "provenance.intoto.jsonl").read_text())
     assert envelope["signatures"] == []
@@ -249,6 +249,19 @@ def azure_step_env(azure: AzureStack, tmp_path: Path, drop: Path, **inputs: str)
     )
 
 
+def key_vault_step_env(tmp_path: Path, drop: Path, azure: AzureStack, key: str) -> dict[str, str]:
+    """The step's environment to generate, signing with the fake vault's `key`, with the stack's
+    endpoints, variables and service connection."""
+    return azure_step_env(
+        azure,
+        tmp_path,
+        drop,
+        command="generate",
+        signingMethod="keyVault",
+        keyVaultKey=f"https://127.0.0.1:{azure.vault.port}/keys/{key}",
+    )
+
+
 def completion(stdout: str) -> str:
     lines = [line for line in stdout.splitlines() if line.startswith("##vso[task.complete")]
     assert len(lines) == 1, stdout
@@ -299,14 +312,7 @@ def test_the_packaged_step_generates_offline(extension: Path, drop: Path, tmp_pa
 def test_the_packaged_step_signs_with_key_vault_and_confirms_with_the_server(
     extension: Path, drop: Path, tmp_path: Path, azure: AzureStack
 ) -> None:
-    env = azure_step_env(
-        azure,
-        tmp_path,
-        drop,
-        command="generate",
-        signingMethod="keyVault",
-        keyVaultKey=f"https://127.0.0.1:{azure.vault.port}/keys/rsa",
-    )
+    env = key_vault_step_env(tmp_path, drop, azure, "rsa")
     result = run_step(extension, env, offline=False)
     assert completion(result.stdout).startswith("##vso[task.complete result=Succeeded]"), (
         result.stdout + result.stderr
@@ -394,17 +400,7 @@ def test_no_secret_leaks_from_the_packaged_step(
         f"ENDPOINT_AUTH_PARAMETER_{CONNECTION_ID.upper()}_SERVICEPRINCIPALKEY": "sp-client-secret-never-used-4711",
         "SLSA_KEY_PASSWORD": "local-key-password-never-used-0815",
     }
-    env = {
-        **azure_step_env(
-            azure,
-            tmp_path,
-            drop,
-            command="generate",
-            signingMethod="keyVault",
-            keyVaultKey=f"https://127.0.0.1:{azure.vault.port}/keys/p256",
-        ),
-        **unrelated,
-    }
+    env = key_vault_step_env(tmp_path, drop, azure, "p256") | unrelated
     trace = tmp_path / "execve.log"
     result = run_step(
         extension,

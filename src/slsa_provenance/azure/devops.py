@@ -11,6 +11,12 @@ with the job's token at the URL of the protected SystemVssConnection endpoint (n
 `SYSTEM_COLLECTIONURI`); every claim is compared, and a mismatch fails naming the field, the
 claimed value and the server's. The REST calls go through azure-core's PipelineClient:
 one request per fact, raw JSON, bounded retries that honour Retry-After.
+
+Azure DevOps Server answers older REST versions (Server 2022 up to 7.0, Server 2020 up to 6.0) and
+refuses a newer one with HTTP 400 `VssVersionOutOfRangeException`, naming the newest it supports.
+Each call asks the newest version the product needs; on that refusal it steps down once, to the
+version the server names, and every later call to that collection asks that version (with
+`-preview.1` where the endpoint was still in preview at it: Pipelines Runs before 7.0).
 """
 
 from __future__ import annotations
@@ -21,12 +27,22 @@ from dataclasses import replace
 from typing import Any
 from urllib.parse import quote, urlsplit, urlunsplit
 
+from slsa_provenance import untrusted
+from slsa_provenance.azure import vso
 from slsa_provenance.azure.agent import SystemConnection
 from slsa_provenance.azure.transport import HttpSettings
 from slsa_provenance.errors import Error
 from slsa_provenance.provenance.context import CheckedOutRepository, ProducingRun, RunContext
 
-API_VERSION = "7.1"
+NEWEST_VERSION = "7.1"
+# Pipelines Runs left preview at 7.0: Server 2020 serves Runs - Get as 6.0-preview.1.
+RUNS_RELEASED = "7.0"
+_OUT_OF_RANGE = "VssVersionOutOfRangeException"
+_NAMED_NEWEST = re.compile(r"supports is (\S+?)\.?$")
+_VERSION = re.compile(r"^([0-9]{1,4})\.([0-9]{1,4})$")
+MESSAGE_LIMIT = 300
+# Collection URL -> the api-version its server named when it refused a newer one, for this run.
+_NEGOTIATED: dict[str, str] = {}
 _TIMESTAMP = re.compile(r"^[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2}(\.[0-9]+)?Z$")
 
 
@@ -59,49 +75,131 @@ class AzureDevOps:
             transport=options.get("transport"),
         )
 
-    def get(self, path: str, what: str) -> dict[str, Any]:
-        """GET `{collection}{path}?api-version=7.1`. Raises Error naming `what` and the cause."""
+    @property
+    def api_version(self) -> str:
+        """The version this collection's server answers: the newest the product needs, or the one
+        the server named when it refused that."""
+        return _NEGOTIATED.get(_url(self.collection), NEWEST_VERSION)
+
+    def get(self, path: str, what: str, *, preview_before: str = "") -> dict[str, Any]:
+        """GET `{collection}{path}` at the collection's api-version, `-preview.1` when that is below
+        `preview_before` (the version the endpoint left preview). Raises Error naming `what`, the
+        cause and the server's own message."""
+        response = self._send(path, what, preview_before)
+        named = _newest_named(response)
+        if named is not None and _url(self.collection) not in _NEGOTIATED:
+            _NEGOTIATED[_url(self.collection)] = self._lower(named, what, response)
+            response = self._send(path, what, preview_before)
+        return _json_object(response, what)
+
+    def _lower(self, named: str, what: str, response: Any) -> str:
+        """`named` when it is a version below the one asked. Raises Error otherwise: an answer that
+        would make the task ask a newer or unparsable version is not followed."""
+        asked = self.api_version
+        version = _VERSION.match(named)
+        if version and tuple(map(int, version.groups())) < _parts(asked):
+            return named
+        raise Error(
+            f"Azure DevOps at {self.collection} refused api-version {asked} for {what} as out of range "
+            f"but names {vso.neutralize(named[:40])!r} as the newest it supports, which is not a version "
+            f"below {asked} (its message: {_server_message(response)})",
+            "check that ENDPOINT_URL_SYSTEMVSSCONNECTION leads to Azure DevOps and that no proxy between "
+            "the agent and the server rewrites its answers",
+        )
+
+    def _send(self, path: str, what: str, preview_before: str) -> Any:
         from azure.core.exceptions import ServiceRequestError, ServiceResponseError
         from azure.core.rest import HttpRequest
 
-        request = HttpRequest("GET", self.collection + path, params={"api-version": API_VERSION})
+        version = self.api_version
+        if preview_before and _parts(version) < _parts(preview_before):
+            version += "-preview.1"
+        request = HttpRequest("GET", self.collection + path, params={"api-version": version})
         try:
-            response = self._client.send_request(request, **self._timeouts)
+            return self._client.send_request(request, **self._timeouts)
         except (ServiceRequestError, ServiceResponseError) as exc:
             raise Error(
                 f"cannot reach Azure DevOps at {self.collection} for {what}: {_first_line(exc)}",
                 "check the agent's network access and proxy settings; disable server confirmation only "
                 "if the server cannot be reached by design",
             ) from exc
-        status = response.status_code
-        if status in (401, 403):
-            raise Error(
-                f"Azure DevOps refused the job's token for {what} ({status})",
-                "give the build service identity 'View builds' on this pipeline, and check that the "
-                "job authorization scope allows this project",
-            )
-        if status == 404:
-            raise Error(
-                f"Azure DevOps has no {what} (404)", "the pipeline variables name a run that does not exist"
-            )
-        if status == 429 or status >= 500:
-            raise Error(
-                f"Azure DevOps kept answering {status} for {what} after retrying with back-off",
-                "try again later; raise SLSA_HTTP_RETRIES if the server is often busy",
-            )
-        if status != 200 or "json" not in response.headers.get("Content-Type", ""):
-            raise Error(
-                f"Azure DevOps answered {what} with {status} {response.headers.get('Content-Type', '')!r}, "
-                "not JSON",
-                "a proxy or sign-in page may be in the way; check the agent's network settings",
-            )
-        try:
-            body = response.json()
-        except ValueError as exc:
-            raise Error(f"Azure DevOps answered {what} with malformed JSON", "try again later") from exc
-        if not isinstance(body, dict):
-            raise Error(f"Azure DevOps answered {what} with JSON that is not an object", "try again later")
-        return body
+
+
+def _json_object(response: Any, what: str) -> dict[str, Any]:
+    """The JSON object of a 200 answer. Raises Error for any other, with the server's message."""
+    status = response.status_code
+    said = _server_message(response)
+    because = f"{status}: {said}" if said else str(status)
+    if status in (401, 403):
+        raise Error(
+            f"Azure DevOps refused the job's token for {what} ({because})",
+            "give the build service identity 'View builds' on this pipeline, and check that the "
+            "job authorization scope allows this project",
+        )
+    if status == 404:
+        raise Error(
+            f"Azure DevOps has no {what} ({because})", "the pipeline variables name a run that does not exist"
+        )
+    if status == 429 or status >= 500:
+        raise Error(
+            f"Azure DevOps kept answering {because} for {what} after retrying with back-off",
+            "try again later; raise SLSA_HTTP_RETRIES if the server is often busy",
+        )
+    if said and status != 200:
+        raise Error(
+            f"Azure DevOps answered {what} with {because}",
+            "the server's message says what it refused; report it with the run's id if it persists",
+        )
+    if status != 200 or "json" not in response.headers.get("Content-Type", ""):
+        raise Error(
+            f"Azure DevOps answered {what} with {status} {response.headers.get('Content-Type', '')!r}, "
+            "not JSON",
+            "a proxy or sign-in page may be in the way; check the agent's network settings",
+        )
+    try:
+        body = untrusted.loads(response.content)
+    except ValueError as exc:
+        raise Error(f"Azure DevOps answered {what} with malformed JSON", "try again later") from exc
+    if not isinstance(body, dict):
+        raise Error(f"Azure DevOps answered {what} with JSON that is not an object", "try again later")
+    return body
+
+
+def _newest_named(response: Any) -> str | None:
+    """What follows "supports is" in a VssVersionOutOfRangeException ('' when the message names
+    nothing), or None for any other answer."""
+    if response.status_code != 400:
+        return None
+    body = _error_body(response)
+    if body.get("typeKey") != _OUT_OF_RANGE:
+        return None
+    named = _NAMED_NEWEST.search(str(body.get("message") or "").strip())
+    return named.group(1) if named else ""
+
+
+def _error_body(response: Any) -> dict[str, Any]:
+    """An error answer's JSON object, or an empty one when it is not JSON."""
+    if "json" not in response.headers.get("Content-Type", ""):
+        return {}
+    try:
+        return _object(untrusted.loads(response.content))
+    except ValueError:
+        return {}
+
+
+def _server_message(response: Any) -> str:
+    """The `message` of an Azure DevOps error answer on one line, neutralised and bounded, or ''."""
+    message = _error_body(response).get("message")
+    if not isinstance(message, str):
+        return ""
+    line = "".join(c for c in " ".join(message.split()) if c.isprintable())
+    if len(line) > MESSAGE_LIMIT:
+        line = line[: MESSAGE_LIMIT - 1] + "\u2026"
+    return vso.neutralize(line)
+
+
+def _parts(version: str) -> tuple[int, ...]:
+    return tuple(int(part) for part in version.split("."))
 
 
 def confirm(claimed: RunContext, system: SystemConnection, http: HttpSettings) -> RunContext:
@@ -161,7 +259,9 @@ def confirm(claimed: RunContext, system: SystemConnection, http: HttpSettings) -
     pipelines: tuple[ProducingRun, ...] = ()
     if process.get("type") == 2:
         run = server.get(
-            f"{project}/_apis/pipelines/{definition_id}/runs/{claimed.build_id}", f"run {claimed.build_id}"
+            f"{project}/_apis/pipelines/{definition_id}/runs/{claimed.build_id}",
+            f"run {claimed.build_id}",
+            preview_before=RUNS_RELEASED,
         )
         repositories = _other_repositories(server, run, claimed)
         pipelines = _producing_runs(server, run, project)
