@@ -1,7 +1,8 @@
 // SlsaProvenance@1 entry: find a trusted Python that the package ships dependencies for, start the
 // bundled package, let it report. Python gets only the variables it needs, by environment (never argv),
-// a PATH of trusted system folders, and runs isolated (-I), so PYTHONPATH, PYTHONHOME or a PATH entry
-// that an earlier step set cannot change what runs.
+// a PATH of trusted system folders, and runs isolated without site-packages (-I -S), so PYTHONPATH,
+// PYTHONHOME, a PATH entry that an earlier step set or a package installed beside Python cannot change
+// what runs.
 'use strict';
 const { spawnSync } = require('child_process');
 const fs = require('fs');
@@ -12,7 +13,11 @@ const LAUNCHER = path.join(__dirname, 'launch.py');
 const WINDOWS = process.platform === 'win32';
 const SYSTEM_PYTHONS = ['/usr/bin/python3', '/usr/local/bin/python3', '/opt/homebrew/bin/python3'];
 
-function escape(text) { return text.replace(/%/g, '%AZP25').replace(/\r/g, '%0D').replace(/\n/g, '%0A'); }
+// A ##vso message that no name in it (a folder on PATH, say) can end early or turn into a command.
+function escape(text) {
+  const line = text.replace(/%/g, '%AZP25').replace(/\r/g, '%0D').replace(/\n/g, '%0A');
+  return line.replace(/##vso\[/g, '##vso\u200b[').replace(/##\[/g, '##\u200b[');
+}
 function fail(message) {
   console.log(`##vso[task.logissue type=error]${escape(message)}`);
   console.log(`##vso[task.complete result=Failed]${escape(message)}`);
@@ -28,15 +33,25 @@ function versionsOf(targets) {
   return [...versions].sort((a, b) => Number(a.split('.')[1]) - Number(b.split('.')[1]));
 }
 
+// The interpreter UsePythonVersion@0 put on PATH, where the tool cache holds one in the exact layout it
+// writes (azure-pipelines-tool-lib's cacheDir, UsePythonVersion's binDir): <tools>/Python/<version>/<arch>
+// with the <arch>.complete marker beside it, python3 in its bin/ (on PATH) or python.exe in it (Windows).
+// Anything else under the tool cache is not taken: jobs of other pipelines may write there too.
+function toolCachePython(dir, tools) {
+  const parts = path.relative(path.join(path.resolve(tools), 'Python'), path.resolve(dir)).split(path.sep);
+  const [version, arch, bin] = parts;
+  if (parts.length !== (WINDOWS ? 2 : 3) || (!WINDOWS && bin !== 'bin')) return null;
+  if (!/^\d+\.\d+\.\d+(-[0-9A-Za-z.]+)?$/.test(version) || !['x64', 'x86', 'arm64'].includes(arch)) return null;
+  const marker = path.join(path.resolve(tools), 'Python', version, `${arch}.complete`);
+  if (!fs.existsSync(marker) || !fs.statSync(marker).isFile()) return null;
+  return path.join(path.resolve(dir), WINDOWS ? 'python.exe' : 'python3');
+}
+
 // UsePythonVersion's tool cache first (the agent's own folder), then the system's interpreters.
 function candidates(env, versions) {
-  const found = [];
   const tools = env.AGENT_TOOLSDIRECTORY;
-  for (const dir of (env.PATH || '').split(path.delimiter)) {
-    if (tools && dir && path.resolve(dir).startsWith(path.join(path.resolve(tools), 'Python') + path.sep)) {
-      found.push([path.join(dir, WINDOWS ? 'python.exe' : 'python3')]);
-    }
-  }
+  const found = (env.PATH || '').split(path.delimiter).filter((dir) => tools && dir)
+    .map((dir) => toolCachePython(dir, tools)).filter(Boolean).map((python) => [python]);
   if (!WINDOWS) return found.concat(SYSTEM_PYTHONS.map((p) => [p]));
   const launcher = path.join(env.SYSTEMROOT || 'C:\\Windows', 'py.exe');
   return found.concat([...versions].reverse().map((v) => [launcher, `-${v}`]), [[launcher, '-3']]);
@@ -44,7 +59,7 @@ function candidates(env, versions) {
 
 // What an interpreter is, as launch.py computes it: its target and version, or why it cannot say.
 function probe([exe, ...args]) {
-  const run = spawnSync(exe, [...args, '-I', LAUNCHER, '--target'], { encoding: 'utf8', timeout: 60000 });
+  const run = spawnSync(exe, [...args, '-I', '-S', LAUNCHER, '--target'], { encoding: 'utf8', timeout: 60000 });
   const [target, version] = (run.stdout || '').trim().split(/\s+/);
   if (run.status === 0 && /-cp\d+$/.test(target || '') && version) return { target, version };
   return { problem: run.error ? run.error.code : `exit code ${run.status}` };
@@ -93,7 +108,7 @@ function main() {
   const env = Object.fromEntries(Object.entries(process.env).filter(([name]) => PASS.test(name)));
   env.PATH = trustedPath(process.env);
   env.SLSA_PYTHON = python.join(' ');
-  const run = spawnSync(python[0], [...python.slice(1), '-I', LAUNCHER, 'task'], { env, stdio: 'inherit' });
+  const run = spawnSync(python[0], [...python.slice(1), '-I', '-S', LAUNCHER, 'task'], { env, stdio: 'inherit' });
   if (run.error || run.status !== 0) fail(`the Python step ended abnormally (${run.error || `exit code ${run.status}`})`);
 }
 

@@ -10,12 +10,21 @@ Each payload is unpacked once into a cache (Agent.ToolsDirectory/slsa-provenance
 folder's cache/), named by the archive's digest: the archive is checked against its manifest before
 unpacking, written to a temporary folder and renamed into place, so two jobs unpacking at once both
 end with one whole copy. Every run checks the files it puts on sys.path against the manifest's
-digests; a changed, missing or added file makes it unpack the payload again.
+digests; a changed, missing or added file, an unlisted folder or a symbolic link makes it warn and
+unpack the payload again.
+
+Jobs of other pipelines may share the cache (self-hosted agents with one tools folder, one user), so
+nothing in it is trusted beyond the manifest: the folders go on sys.path after the standard library
+(index.js starts Python with -I -S: no site-packages either), and their modules are compiled from
+the checked sources on every run, since a `.pyc` beside them (an unchecked hash-based one above all)
+would run without its source being read. No bytecode is written into the cache either.
 """
 
 from __future__ import annotations
 
 import hashlib
+import importlib.abc
+import importlib.machinery
 import json
 import os
 import platform
@@ -25,6 +34,7 @@ import tarfile
 import tempfile
 import uuid
 from pathlib import Path
+from types import CodeType
 
 HERE = Path(__file__).resolve().parent
 LIB = HERE / "lib"
@@ -34,6 +44,17 @@ REINSTALL = "reinstall the extension (SLSA Provenance for Azure Pipelines) on th
 
 class LaunchError(Exception):
     """A problem with the task's own files: one sentence with what to do."""
+
+
+def issue(kind: str, message: str) -> None:
+    """A ##vso issue (and, for an error, the step's failure) whose message cannot break out of its line
+    or become a command of its own, whatever the file names in it hold."""
+    for raw, encoded in (("%", "%AZP25"), ("\r", "%0D"), ("\n", "%0A")):
+        message = message.replace(raw, encoded)
+    message = message.replace("##vso[", "##vso\u200b[").replace("##[", "##\u200b[")
+    print(f"##vso[task.logissue type={kind}]{message}")
+    if kind == "error":
+        print(f"##vso[task.complete result=Failed]{message}")
 
 
 def target() -> str:
@@ -66,17 +87,19 @@ def digest(path: Path) -> str:
 
 
 def changed(folder: Path, files: dict[str, str], roots: list[str]) -> str | None:
-    """Why the files under folder's roots ("" for all of it) differ from the manifest's, or None.
-    Python's own bytecode in __pycache__ is the one thing allowed beside the manifest's files."""
+    """Why the tree under folder's roots ("" for all of it) differs from the manifest's files, or None:
+    a symbolic link, a file or folder the manifest does not list, a missing or changed file."""
+    folders = {parent.as_posix() for name in files for parent in Path(name).parents}
     for root in roots:
-        for directory, _, names in os.walk(folder / root):
-            for name in names:
-                relative = (Path(directory) / name).relative_to(folder).as_posix()
-                if relative in files:
-                    continue
-                parent, _, pyc = f"/{relative}".rpartition("/__pycache__/")
-                source = f"{parent}/{pyc.split('.')[0]}.py".lstrip("/")
-                if not (pyc.endswith(".pyc") and source in files):
+        if (folder / root).is_symlink():
+            return f"{root or folder.name} is a symbolic link"
+        for directory, subfolders, names in os.walk(folder / root):
+            for name in subfolders + names:
+                path = Path(directory) / name
+                relative = path.relative_to(folder).as_posix()
+                if path.is_symlink():
+                    return f"{relative} is a symbolic link"
+                if relative not in (folders if name in subfolders else files):
                     return f"{relative} is not part of the payload"
     for relative, expected in files.items():
         path = folder / relative
@@ -121,13 +144,12 @@ def ensure(name: str, roots: list[str] | None = None) -> Path:
     selected = files if roots is None else {f: h for f, h in files.items() if f.split("/")[0] in roots}
     root = cache_root()
     folder = root / f"{name}-{manifest['sha256'][:16]}"
-    if folder.is_dir():
+    if folder.is_dir() or folder.is_symlink():
         reason = changed(folder, selected, checked)
         if reason is None:
             return folder
-        print(
-            f"##vso[task.logissue type=warning]the cached {folder} differs from the task's payload "
-            f"({reason}); unpacking it again"
+        issue(
+            "warning", f"the cached {folder} differs from the task's payload ({reason}); unpacking it again"
         )
         stale = root / f".stale-{uuid.uuid4().hex}"
         try:
@@ -150,6 +172,32 @@ def ensure(name: str, roots: list[str] | None = None) -> Path:
     return folder
 
 
+class SourceOnlyLoader(importlib.machinery.SourceFileLoader):
+    """Compiles the checked source on every import: no bytecode is read from beside it or written there."""
+
+    def get_code(self, fullname: str) -> CodeType:
+        path = self.get_filename(fullname)
+        return self.source_to_code(self.get_data(path), path)
+
+
+def import_from(folders: list[Path]) -> None:
+    """Put folders on sys.path after the standard library, their modules loaded by SourceOnlyLoader."""
+    roots = tuple(str(folder) for folder in folders)
+    finder = importlib.machinery.FileFinder.path_hook(
+        (importlib.machinery.ExtensionFileLoader, importlib.machinery.EXTENSION_SUFFIXES),
+        (SourceOnlyLoader, importlib.machinery.SOURCE_SUFFIXES),
+    )
+
+    def in_cache(entry: str) -> importlib.abc.PathEntryFinder:
+        if entry in roots or entry.startswith(tuple(root + os.sep for root in roots)):
+            return finder(entry)
+        raise ImportError("not one of the task's folders")
+
+    sys.path_hooks.insert(0, in_cache)
+    sys.path_importer_cache.clear()
+    sys.path.extend(roots)
+
+
 def main() -> int:
     if sys.argv[1:] == ["--target"]:
         print(target(), platform.python_version())
@@ -157,6 +205,8 @@ def main() -> int:
     index = json.loads((LIB / "index.json").read_text(encoding="utf-8"))
     folders = index.get(target())
     try:
+        if not (sys.flags.isolated and sys.flags.no_site):
+            raise LaunchError(f"start {HERE / 'launch.py'} as index.js does: python -I -S launch.py task")
         if folders is None:
             supported = ", ".join(sorted(index))
             raise LaunchError(
@@ -165,11 +215,9 @@ def main() -> int:
         compiled = ensure(target().rsplit("-", 1)[0], folders)
         common = ensure("common")
     except (LaunchError, OSError) as error:
-        message = str(error).replace("\r", " ").replace("\n", " ")
-        print(f"##vso[task.logissue type=error]{message}")
-        print(f"##vso[task.complete result=Failed]{message}")
+        issue("error", str(error))
         return 0
-    sys.path[:0] = [str(compiled / folder) for folder in folders] + [str(common)]
+    import_from([compiled / folder for folder in folders] + [common])
     from slsa_provenance.cli import main as cli
 
     return cli(sys.argv[1:])

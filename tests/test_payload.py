@@ -281,7 +281,7 @@ def test_a_python_without_lzma_is_told_what_to_do(extension: Path, tmp_path: Pat
     )
     env = {"PATH": "/usr/bin:/bin", "AGENT_TOOLSDIRECTORY": str(tmp_path / "tools")}
     result = subprocess.run(
-        [sys.executable, "-I", "-c", hide_lzma], env=env, capture_output=True, text=True, check=False
+        [sys.executable, "-I", "-S", "-c", hide_lzma], env=env, capture_output=True, text=True, check=False
     )
     message = f"this Python ({sys.executable}) was built without the lzma module the task's payloads need"
     assert result.stdout.startswith(f"##vso[task.logissue type=error]{message}"), (

@@ -1,7 +1,9 @@
 from __future__ import annotations
 
+import copy
 import json
 from dataclasses import replace
+from typing import Any
 
 import jsonschema
 import pytest
@@ -11,7 +13,12 @@ from hypothesis import strategies as st
 from conftest import COMMIT, PIPELINE_ENV, shared_ref
 from slsa_provenance.errors import Error
 from slsa_provenance.provenance.context import RunContext
-from slsa_provenance.provenance.schema import validate_statement, validate_subjects
+from slsa_provenance.provenance.schema import (
+    project_schema,
+    validate_statement,
+    validate_subjects,
+    violations,
+)
 from slsa_provenance.provenance.statement import (
     BUILD_TYPE,
     ResourceDescriptor,
@@ -176,3 +183,73 @@ def test_both_ways_of_writing_subject_names_give_json_dumps_bytes(names: list[st
     subjects = [Subject(name, "ab" * 32) for name in names]
     whole = canonical_json(build_statement(context(), subjects))
     assert canonical_statement(build_statement(context(), subjects[:1]), subjects) == whole
+
+
+def full_statement() -> dict[str, Any]:
+    sbom = ResourceDescriptor(name="_manifest/spdx_2.2/manifest.spdx.json", digest={"sha256": "c" * 64})
+    package = ResourceDescriptor(uri="pkg:pypi/requests@2.34.2", digest={"sha1": "d" * 40})
+    return build_statement(context(), SUBJECTS, dependencies=[package], byproducts=[sbom])
+
+
+def nodes(value: Any, path: tuple[str | int, ...] = ()) -> list[tuple[str | int, ...]]:
+    """Every JSON path inside value, value's own included."""
+    children = (
+        value.items() if isinstance(value, dict) else enumerate(value) if isinstance(value, list) else []
+    )
+    return [path, *(p for key, child in children for p in nodes(child, (*path, key)))]
+
+
+def in_toto_accepts(statement: dict[str, Any]) -> bool:
+    from google.protobuf import json_format
+    from in_toto_attestation.predicates.provenance.v1 import provenance_pb2
+    from in_toto_attestation.v1 import statement_pb2
+    from in_toto_attestation.v1.statement import Statement
+
+    try:
+        Statement.copy_from_pb(json_format.ParseDict(statement, statement_pb2.Statement())).validate()
+        json_format.ParseDict(statement["predicate"], provenance_pb2.Provenance())
+    except (ValueError, json_format.ParseError):
+        return False
+    return True
+
+
+JSON = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.sampled_from(["", "x", "a" * 64, "git+https://x"]),
+    lambda inner: (
+        st.lists(inner, max_size=2) | st.dictionaries(st.sampled_from(["uri", "id", "k"]), inner, max_size=2)
+    ),
+    max_leaves=4,
+)
+
+
+@given(data=st.data())
+@settings(max_examples=400, deadline=None)
+def test_the_validator_agrees_with_jsonschema_and_in_toto_on_mutated_statements(data: st.DataObject) -> None:
+    """The small validator against jsonschema (the reference implementation of the same schema): the same
+    verdict and the same first path; and whatever it accepts, in-toto-attestation accepts too."""
+    statement = full_statement()
+    path = data.draw(st.sampled_from(nodes(statement)[1:]))
+    parent = statement
+    for key in path[:-1]:
+        parent = parent[key]
+    action = data.draw(st.sampled_from(["replace", "delete", "add"]))
+    if action == "replace" or (action == "delete" and isinstance(parent, list)):
+        parent[path[-1]] = data.draw(JSON)
+    elif action == "delete":
+        del parent[path[-1]]
+    elif isinstance(parent, dict):
+        parent[data.draw(st.sampled_from(["extra", "uri", "version", "annotations"]))] = data.draw(JSON)
+    reference = sorted(
+        jsonschema.Draft202012Validator(project_schema()).iter_errors(copy.deepcopy(statement)),
+        key=lambda e: list(e.absolute_path),
+    )
+    found = sorted(violations(statement, project_schema(), []), key=lambda v: v[0])
+    assert bool(found) == bool(reference), (found, [e.message for e in reference])
+    if found:
+        assert found[0][0] == list(reference[0].absolute_path)
+    else:
+        assert in_toto_accepts(statement)
+
+
+def test_the_built_statement_passes_in_toto_attestation_too() -> None:
+    assert in_toto_accepts(full_statement())

@@ -45,6 +45,7 @@ def in_tool_cache(tmp_path: Path, interpreters: list[tuple[str, Path]]) -> tuple
         bin_dir = tools / "Python" / version / "x64" / "bin"
         bin_dir.mkdir(parents=True)
         (bin_dir / "python3").symlink_to(executable)
+        (bin_dir.parent.parent / "x64.complete").touch()
         dirs.append(str(bin_dir))
     return tools, dirs
 

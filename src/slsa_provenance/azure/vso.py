@@ -12,7 +12,9 @@ branch names, server answers) is passed through `neutralize` before it is printe
 from __future__ import annotations
 
 import io
+import os
 import sys
+from collections.abc import Mapping
 from typing import TextIO
 
 _PROPERTY_ESCAPES = (("%", "%AZP25"), ("\r", "%0D"), ("\n", "%0A"), ("]", "%5D"), (";", "%3B"))
@@ -52,8 +54,21 @@ def emit(name: str, message: str = "", /, *, stream: TextIO | None = None, **pro
     print(command(name, message, **properties), file=stream or sys.stdout, flush=True)
 
 
+def under_agent(environ: Mapping[str, str] = os.environ) -> bool:
+    """Whether an Azure Pipelines agent reads this process's output: `TF_BUILD` is `True` (a name any
+    shell or other CI can set) and the agent's SystemVssConnection URL is there too, which the agent
+    hands every task and, through azure-pipelines-task-lib, every script step's process."""
+    return (
+        environ.get("TF_BUILD", "").lower() == "true"
+        and environ.get("ENDPOINT_URL_SYSTEMVSSCONNECTION", "").strip() != ""
+    )
+
+
 def set_secret(value: str) -> None:
-    """Mask `value` in every later log line. Multi-line values are masked line by line."""
+    """Mask `value` in every later log line of the agent. Multi-line values are masked line by line.
+    Outside an agent nothing is printed: there `task.setsecret` would only show the secret."""
+    if not under_agent():
+        return
     for line in value.splitlines():
         if line.strip():
             emit("task.setsecret", line)
