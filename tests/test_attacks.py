@@ -856,7 +856,7 @@ def test_hole_an_abbreviated_flag_is_refused_not_completed(tmp_path: Path, signe
     assert run_cli(*base).returncode == 0
     for abbreviated in (["--allow"], ["--prov", provenance], ["--artifac", tmp_path / "app"]):
         result = run_cli(*base, *abbreviated)
-        assert result.returncode == 2 and f"unrecognized arguments: {abbreviated[0]}" in result.stderr, result
+        assert result.returncode == 2 and f"unrecognized option {abbreviated[0]}:" in result.stderr, result
 
 
 VSO = "##vso[task.setvariable variable=DEPLOY_APPROVED]yes"
