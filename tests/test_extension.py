@@ -387,6 +387,12 @@ def test_the_inputs_page_documents_every_input_and_output() -> None:
         assert f"| `{item['name']}` |" in outputs, f"docs/inputs.md lacks the output {item['name']}"
     rows = re.findall(r"^\| `(\w+)` \|", inputs + outputs, flags=re.MULTILINE)
     assert sorted(rows) == sorted(i["name"] for i in task["inputs"] + task["outputVariables"])
+    for name, required, default in re.findall(
+        r"^\| `(\w+)` \| ([^|]*) \| ([^|]*) \|", inputs, flags=re.MULTILINE
+    ):
+        item = next(i for i in task["inputs"] if i["name"] == name)
+        assert required.split()[0].rstrip(",;") == item["helpMarkDown"].split()[0].rstrip(".,;"), name
+        assert default.strip() == (f"`{item['defaultValue']}`" if item.get("defaultValue") else ""), name
 
 
 def test_no_secret_leaks_from_the_packaged_step(
