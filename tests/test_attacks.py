@@ -251,6 +251,14 @@ ENVELOPE_ATTACKS: dict[str, tuple[Callable[[LocalSigner], bytes], str]] = {
         ),
         "(3) statement: subject 'bin/app' appears more than once",
     ),
+    "HOLE a subject named by a number (compared as its text)": (
+        _statement_variant(lambda s: s["subject"][0].update(name=123)),
+        "(3) statement: subject[0].name is not a non-empty string",
+    ),
+    "HOLE a subject without a name": (
+        _statement_variant(lambda s: s["subject"][0].pop("name")),
+        "(3) statement: subject[0].name is not a non-empty string",
+    ),
     "no subjects": (
         _statement_variant(lambda s: s.update(subject=[])),
         "(3) statement: subject is missing or empty",
@@ -1115,3 +1123,19 @@ def test_a_tag_is_verified_as_the_digest_it_resolved_to(
     out = capsys.readouterr().out
     assert "##vso[task.complete result=Succeeded]" in out, out
     assert f"##vso[task.setvariable variable=verifiedImages]{server.host}/{repo}@{digest}\n" in out
+
+
+def test_a_large_earlier_summary_is_still_known_as_one(
+    tmp_path: Path, signer: LocalSigner, key_files: dict[str, tuple[Path, Path]]
+) -> None:
+    """A summary of 100,000 subjects is megabytes: it must still be recognised, and replaced."""
+    from slsa_provenance.gate.vsa import PREDICATE_TYPE
+
+    _write("app", APP)(tmp_path)
+    large = {"predicateType": PREDICATE_TYPE, "subject": [{"name": f"f{i}"} for i in range(60_000)]}
+    vsa = tmp_path / "vsa.intoto.jsonl"
+    vsa.write_bytes(dsse.sign(canonical_json(large), dsse.PAYLOAD_TYPE, signer).to_json())
+    assert vsa.stat().st_size > 1 << 20
+    options = {"digests": [f"sha256:{APP_SHA}"], "vsa": vsa, "vsa_signer": f"file:{key_files['ed25519'][0]}"}
+    assert gate(tmp_path, signer, statement(), **options).passed
+    assert len(vsa.read_bytes()) < 1 << 20

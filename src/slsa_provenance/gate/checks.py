@@ -295,10 +295,13 @@ def _check_unique_subjects(statement: dict[str, Any]) -> None:
     subjects = statement.get("subject")
     if not isinstance(subjects, list) or not subjects:
         raise VerificationError("(3) statement", "subject is missing or empty")
-    names: list[str] = [s["name"] for s in subjects if isinstance(s, dict) and isinstance(s.get("name"), str)]
+    names = [s.get("name") if isinstance(s, dict) else None for s in subjects]
+    unnamed = next((i for i, name in enumerate(names) if not isinstance(name, str) or not name), None)
+    if unnamed is not None:  # a number or null would otherwise be compared as its text
+        raise VerificationError("(3) statement", f"subject[{unnamed}].name is not a non-empty string")
     if len(set(names)) == len(names):
         return
-    seen: set[str] = set()
+    seen: set[object] = set()
     for name in names:
         if name in seen:
             raise VerificationError("(3) statement", f"subject {name!r} appears more than once")
