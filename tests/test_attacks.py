@@ -148,6 +148,16 @@ def _bundle_twice(signer: LocalSigner) -> bytes:
     ).encode()
 
 
+def _bundle_and_envelope(signer: LocalSigner) -> bytes:
+    """A bundle of one Statement that is also, at its top level, a DSSE envelope of another."""
+    signed = json.dumps(envelope(signer, canonical_json(statement())))
+    other = envelope(signer, base64.b64decode(_other_payload()))
+    return json.dumps(
+        other
+        | {"mediaType": "application/vnd.dev.sigstore.bundle.v0.3+json", "dsseEnvelope": json.loads(signed)}
+    ).encode()
+
+
 ENVELOPE_ATTACKS: dict[str, tuple[Callable[[LocalSigner], bytes], str]] = {
     "HOLE payload key twice in the envelope (a first-key parser reads the other)": (
         _envelope_variant(lambda e, text: f'{{"payload":"{_other_payload()}",{text[1:]}'),
@@ -156,6 +166,10 @@ ENVELOPE_ATTACKS: dict[str, tuple[Callable[[LocalSigner], bytes], str]] = {
     "HOLE dsseEnvelope twice in a bundle": (
         _bundle_twice,
         "(1) envelope: envelope is ambiguous JSON: key 'dsseEnvelope' is given twice",
+    ),
+    "HOLE a bundle that is also a DSSE envelope of another Statement": (
+        _bundle_and_envelope,
+        "(1) envelope: the Sigstore bundle also carries DSSE envelope fields at its top level",
     ),
     "HOLE NaN in the envelope": (
         _envelope_variant(lambda e, text: text[:-1] + ',"x":NaN}'),
