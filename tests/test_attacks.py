@@ -316,6 +316,15 @@ def _with(path: str, value: str) -> Callable[[], Statement]:
     return make
 
 
+def _with_subject_digest(value: object) -> Callable[[], Statement]:
+    def make() -> Statement:
+        document = statement()
+        document["subject"][0]["digest"]["sha256"] = value
+        return document
+
+    return make
+
+
 WORKFLOW = "buildDefinition.externalParameters.workflow"
 SOURCE = "buildDefinition.resolvedDependencies.0.uri"
 
@@ -443,6 +452,21 @@ EXPECTATION_ATTACKS: dict[str, tuple[Callable[[], Statement], Expectations, str]
         lambda: replace_builder(BUILDER.replace("/web/web/", "/web/w/b/")),
         Expectations(builders=(Builder(BUILDER.replace("/web/web/", "/web/w[!x]b/"), 2),)),
         "(5) builder.id",
+    ),
+    "builder id whose pipeline path holds an @ (split before workflow.ref)": (
+        lambda: replace_builder(BUILDER.replace("azure-pipelines.yml", "ci/a@b.yml")),
+        Expectations(builders=(Builder(BUILDER.replace("azure-pipelines.yml", "ci/*@b.yml"), 2),)),
+        "",
+    ),
+    "builder glob ** for the path, a ref glob that the ref does not match": (
+        lambda: statement(ref="refs/heads/mainline"),
+        Expectations(builders=(Builder("**@refs/heads/main", 2),)),
+        "(5) builder.id: got",
+    ),
+    "a subject digest that is a list holding the digest": (
+        _with_subject_digest([APP_SHA]),
+        Expectations(),
+        "(9) subject: sha256",
     ),
     "buildType of another builder": (
         _with(
@@ -801,6 +825,11 @@ VSA_OVER_INPUTS: dict[str, Callable[[Path], Path]] = {
         tmp / "notes.txt",
     )[1],
     "a symbolic link to a new file": lambda tmp: ((tmp / "link").symlink_to(tmp / "new"), tmp / "link")[1],
+    "a new file through a folder link into an artifact folder": lambda tmp: (
+        (tmp / "out").symlink_to(tmp / "drop" / "bin"),
+        tmp / "out" / "vsa.intoto.jsonl",
+    )[1],
+    "the policy's key, named only in the policy": _vsa_at("policy-key.pub"),
 }
 
 
@@ -816,7 +845,10 @@ def test_the_summary_never_overwrites_an_input(
     _write("sbom.json", b"{}")(tmp_path)
     _write("vsa.key", key_files["ed25519"][0].read_bytes())(tmp_path)
     (tmp_path / "trusted.pub").write_bytes(public_key_pem(signer.public_key()))
-    (tmp_path / "policy.yml").write_text("trustedKeys: [trusted.pub]\nallowUnconfirmed: false\n")
+    (tmp_path / "policy-key.pub").write_bytes(public_key_pem(signer.public_key()))
+    (tmp_path / "policy.yml").write_text(
+        "trustedKeys: [trusted.pub, policy-key.pub]\nallowUnconfirmed: false\n"
+    )
     gate(tmp_path, signer, statement(), artifacts=[folder])  # writes the provenance
     vsa = VSA_OVER_INPUTS[target](tmp_path)
     before = {p: p.read_bytes() for p in tmp_path.rglob("*") if p.is_file()}
