@@ -113,6 +113,7 @@ def test_every_input_has_help_a_label_and_a_group_that_exists() -> None:
         "keyId",
         "attachedReferrers",
         "vsaPath",
+        "verifiedImages",
     ]
 
 
