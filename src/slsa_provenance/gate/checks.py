@@ -167,9 +167,7 @@ def verify_provenance(
         _expect("(8) commit", "gitCommit", commit, expected.commit.lower())
     _check_sbom(statement, expected)
     confirmed = _check_confirmed(statement, expected)
-    return VerifiedStatement(
-        keyid=fingerprint(verified.key), statement=statement, level=level if confirmed else 1
-    )
+    return VerifiedStatement(keyid=key, statement=statement, level=level if confirmed else 1)
 
 
 BUILD_PATH = "predicate.buildDefinition.buildType"
