@@ -1185,3 +1185,36 @@ def test_a_large_earlier_summary_is_still_known_as_one(
     options = {"digests": [f"sha256:{APP_SHA}"], "vsa": vsa, "vsa_signer": f"file:{key_files['ed25519'][0]}"}
     assert gate(tmp_path, signer, statement(), **options).passed
     assert len(vsa.read_bytes()) < 1 << 20
+
+
+def test_hole_a_deleted_folder_named_like_a_registry_is_still_missed(
+    tmp_path: Path, key_files: dict[str, tuple[Path, Path]]
+) -> None:
+    """`cdn.example.com/app.js` reads as an image name; with its whole folder deleted the gate took
+    it for an image subject and passed. The folder's SBOM lists it: a file, so it is missing."""
+    from spdx import write_sbom
+
+    from conftest import OUTPUT, generate_cli
+
+    private, public = key_files["ecdsa-p256"]
+    drop = tmp_path / "drop"
+    _write("bin/app", APP)(drop)
+    _write("cdn.example.com/app.js", b"security()\n")(drop)
+    write_sbom(drop, "drop")
+    assert generate_cli(drop, private).returncode == 0
+    shutil.rmtree(drop / "cdn.example.com")
+    (drop / OUTPUT).rename(tmp_path / "provenance.intoto.jsonl")
+    result = verify_gate(
+        GateOptions(
+            provenance=tmp_path / "provenance.intoto.jsonl",
+            keys=[str(public)],
+            artifacts=[drop],
+            allow_unconfirmed=True,
+            environment={},
+        )
+    )
+    assert not result.passed, result.lines()
+    assert any(
+        line.startswith("FAILED: cdn.example.com/app.js: (9) subject: cdn.example.com/app.js is missing")
+        for line in result.lines()
+    ), result.lines()

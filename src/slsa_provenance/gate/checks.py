@@ -76,6 +76,8 @@ class Artifact:
     """Why the gate refuses it before any digest is compared (a folder symlink, a stray file)."""
     folder: str = ""
     """The folder (--artifact DIR) it was found in: every file subject must be found there too."""
+    listed: frozenset[str] = frozenset()
+    """For an SBOM in a folder: the files it lists (a subject it lists is a file, never an image)."""
 
 
 @dataclass(frozen=True)
@@ -344,6 +346,7 @@ def check_artifacts(statement: dict[str, Any], artifacts: Sequence[Artifact]) ->
     ]
     for folder in dict.fromkeys(a.folder for a in artifacts if a.folder):
         found = {a.name for a in artifacts if a.folder == folder}
+        listed = frozenset().union(*(a.listed for a in artifacts if a.folder == folder))
         results += [
             ArtifactResult(
                 Artifact(name, sha256, BY_NAME, folder=folder),
@@ -351,14 +354,15 @@ def check_artifacts(statement: dict[str, Any], artifacts: Sequence[Artifact]) ->
                 "deployment of this folder would lack it)",
             )
             for name, sha256 in by_name.items()
-            if name not in found and not _image_subject(name, sha256, found)
+            if name not in found and (name in listed or not _image_subject(name, sha256, found))
         ]
     return results
 
 
 def _image_subject(name: str, sha256: str, found: set[str]) -> bool:
     """An image (REGISTRY/REPO) rather than a file: the name is an image's, and the folder holds
-    nothing below its registry's name (a file under a folder named like a registry stays a file)."""
+    nothing below its registry's name (a file under a folder named like a registry stays a file,
+    and so does one the folder's SBOM lists, even when its whole folder is gone)."""
     try:
         parse_reference(f"{name}@sha256:{sha256}")
     except InputError:
