@@ -148,6 +148,16 @@ def _bundle_twice(signer: LocalSigner) -> bytes:
     ).encode()
 
 
+def _bundle_and_envelope(signer: LocalSigner) -> bytes:
+    """A bundle of one Statement that is also, at its top level, a DSSE envelope of another."""
+    signed = json.dumps(envelope(signer, canonical_json(statement())))
+    other = envelope(signer, base64.b64decode(_other_payload()))
+    return json.dumps(
+        other
+        | {"mediaType": "application/vnd.dev.sigstore.bundle.v0.3+json", "dsseEnvelope": json.loads(signed)}
+    ).encode()
+
+
 ENVELOPE_ATTACKS: dict[str, tuple[Callable[[LocalSigner], bytes], str]] = {
     "HOLE payload key twice in the envelope (a first-key parser reads the other)": (
         _envelope_variant(lambda e, text: f'{{"payload":"{_other_payload()}",{text[1:]}'),
@@ -156,6 +166,10 @@ ENVELOPE_ATTACKS: dict[str, tuple[Callable[[LocalSigner], bytes], str]] = {
     "HOLE dsseEnvelope twice in a bundle": (
         _bundle_twice,
         "(1) envelope: envelope is ambiguous JSON: key 'dsseEnvelope' is given twice",
+    ),
+    "HOLE a bundle that is also a DSSE envelope of another Statement": (
+        _bundle_and_envelope,
+        "(1) envelope: the Sigstore bundle also carries DSSE envelope fields at its top level",
     ),
     "HOLE NaN in the envelope": (
         _envelope_variant(lambda e, text: text[:-1] + ',"x":NaN}'),
@@ -251,6 +265,14 @@ ENVELOPE_ATTACKS: dict[str, tuple[Callable[[LocalSigner], bytes], str]] = {
         ),
         "(3) statement: subject 'bin/app' appears more than once",
     ),
+    "HOLE a subject named by a number (compared as its text)": (
+        _statement_variant(lambda s: s["subject"][0].update(name=123)),
+        "(3) statement: subject[0].name is not a non-empty string",
+    ),
+    "HOLE a subject without a name": (
+        _statement_variant(lambda s: s["subject"][0].pop("name")),
+        "(3) statement: subject[0].name is not a non-empty string",
+    ),
     "no subjects": (
         _statement_variant(lambda s: s.update(subject=[])),
         "(3) statement: subject is missing or empty",
@@ -289,6 +311,15 @@ def _with(path: str, value: str) -> Callable[[], Statement]:
         for part in parents:
             target = target[int(part)] if part.isdigit() else target[part]
         target[last] = value
+        return document
+
+    return make
+
+
+def _with_subject_digest(value: object) -> Callable[[], Statement]:
+    def make() -> Statement:
+        document = statement()
+        document["subject"][0]["digest"]["sha256"] = value
         return document
 
     return make
@@ -421,6 +452,21 @@ EXPECTATION_ATTACKS: dict[str, tuple[Callable[[], Statement], Expectations, str]
         lambda: replace_builder(BUILDER.replace("/web/web/", "/web/w/b/")),
         Expectations(builders=(Builder(BUILDER.replace("/web/web/", "/web/w[!x]b/"), 2),)),
         "(5) builder.id",
+    ),
+    "builder id whose pipeline path holds an @ (split before workflow.ref)": (
+        lambda: replace_builder(BUILDER.replace("azure-pipelines.yml", "ci/a@b.yml")),
+        Expectations(builders=(Builder(BUILDER.replace("azure-pipelines.yml", "ci/*@b.yml"), 2),)),
+        "",
+    ),
+    "builder glob ** for the path, a ref glob that the ref does not match": (
+        lambda: statement(ref="refs/heads/mainline"),
+        Expectations(builders=(Builder("**@refs/heads/main", 2),)),
+        "(5) builder.id: got",
+    ),
+    "a subject digest that is a list holding the digest": (
+        _with_subject_digest([APP_SHA]),
+        Expectations(),
+        "(9) subject: sha256",
     ),
     "buildType of another builder": (
         _with(
@@ -778,6 +824,11 @@ VSA_OVER_INPUTS: dict[str, Callable[[Path], Path]] = {
         tmp / "notes.txt",
     )[1],
     "a symbolic link to a new file": lambda tmp: ((tmp / "link").symlink_to(tmp / "new"), tmp / "link")[1],
+    "a new file through a folder link into an artifact folder": lambda tmp: (
+        (tmp / "out").symlink_to(tmp / "drop" / "bin"),
+        tmp / "out" / "vsa.intoto.jsonl",
+    )[1],
+    "the policy's key, named only in the policy": _vsa_at("policy-key.pub"),
 }
 
 
@@ -793,7 +844,10 @@ def test_the_summary_never_overwrites_an_input(
     _write("sbom.json", b"{}")(tmp_path)
     _write("vsa.key", key_files["ed25519"][0].read_bytes())(tmp_path)
     (tmp_path / "trusted.pub").write_bytes(public_key_pem(signer.public_key()))
-    (tmp_path / "policy.yml").write_text("trustedKeys: [trusted.pub]\nallowUnconfirmed: false\n")
+    (tmp_path / "policy-key.pub").write_bytes(public_key_pem(signer.public_key()))
+    (tmp_path / "policy.yml").write_text(
+        "trustedKeys: [trusted.pub, policy-key.pub]\nallowUnconfirmed: false\n"
+    )
     gate(tmp_path, signer, statement(), artifacts=[folder])  # writes the provenance
     vsa = VSA_OVER_INPUTS[target](tmp_path)
     before = {p: p.read_bytes() for p in tmp_path.rglob("*") if p.is_file()}
@@ -1112,3 +1166,52 @@ def test_a_tag_is_verified_as_the_digest_it_resolved_to(
     out = capsys.readouterr().out
     assert "##vso[task.complete result=Succeeded]" in out, out
     assert f"##vso[task.setvariable variable=verifiedImages]{server.host}/{repo}@{digest}\n" in out
+
+
+def test_a_large_earlier_summary_is_still_known_as_one(
+    tmp_path: Path, signer: LocalSigner, key_files: dict[str, tuple[Path, Path]]
+) -> None:
+    """A summary of 100,000 subjects is megabytes: it must still be recognised, and replaced."""
+    from slsa_provenance.gate.vsa import PREDICATE_TYPE
+
+    _write("app", APP)(tmp_path)
+    large = {"predicateType": PREDICATE_TYPE, "subject": [{"name": f"f{i}"} for i in range(60_000)]}
+    vsa = tmp_path / "vsa.intoto.jsonl"
+    vsa.write_bytes(dsse.sign(canonical_json(large), dsse.PAYLOAD_TYPE, signer).to_json())
+    assert vsa.stat().st_size > 1 << 20
+    options = {"digests": [f"sha256:{APP_SHA}"], "vsa": vsa, "vsa_signer": f"file:{key_files['ed25519'][0]}"}
+    assert gate(tmp_path, signer, statement(), **options).passed
+    assert len(vsa.read_bytes()) < 1 << 20
+
+
+def test_hole_a_deleted_folder_named_like_a_registry_is_still_missed(
+    tmp_path: Path, key_files: dict[str, tuple[Path, Path]]
+) -> None:
+    """`cdn.example.com/app.js` reads as an image name; with its whole folder deleted the gate took
+    it for an image subject and passed. The folder's SBOM lists it: a file, so it is missing."""
+    from spdx import write_sbom
+
+    from conftest import OUTPUT, generate_cli
+
+    private, public = key_files["ecdsa-p256"]
+    drop = tmp_path / "drop"
+    _write("bin/app", APP)(drop)
+    _write("cdn.example.com/app.js", b"security()\n")(drop)
+    write_sbom(drop, "drop")
+    assert generate_cli(drop, private).returncode == 0
+    shutil.rmtree(drop / "cdn.example.com")
+    (drop / OUTPUT).rename(tmp_path / "provenance.intoto.jsonl")
+    result = verify_gate(
+        GateOptions(
+            provenance=tmp_path / "provenance.intoto.jsonl",
+            keys=[str(public)],
+            artifacts=[drop],
+            allow_unconfirmed=True,
+            environment={},
+        )
+    )
+    assert not result.passed, result.lines()
+    assert any(
+        line.startswith("FAILED: cdn.example.com/app.js: (9) subject: cdn.example.com/app.js is missing")
+        for line in result.lines()
+    ), result.lines()

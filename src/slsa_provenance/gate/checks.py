@@ -76,6 +76,8 @@ class Artifact:
     """Why the gate refuses it before any digest is compared (a folder symlink, a stray file)."""
     folder: str = ""
     """The folder (--artifact DIR) it was found in: every file subject must be found there too."""
+    listed: frozenset[str] = frozenset()
+    """For an SBOM in a folder: the files it lists (a subject it lists is a file, never an image)."""
 
 
 @dataclass(frozen=True)
@@ -167,9 +169,7 @@ def verify_provenance(
         _expect("(8) commit", "gitCommit", commit, expected.commit.lower())
     _check_sbom(statement, expected)
     confirmed = _check_confirmed(statement, expected)
-    return VerifiedStatement(
-        keyid=fingerprint(verified.key), statement=statement, level=level if confirmed else 1
-    )
+    return VerifiedStatement(keyid=key, statement=statement, level=level if confirmed else 1)
 
 
 BUILD_PATH = "predicate.buildDefinition.buildType"
@@ -295,10 +295,13 @@ def _check_unique_subjects(statement: dict[str, Any]) -> None:
     subjects = statement.get("subject")
     if not isinstance(subjects, list) or not subjects:
         raise VerificationError("(3) statement", "subject is missing or empty")
-    names: list[str] = [s["name"] for s in subjects if isinstance(s, dict) and isinstance(s.get("name"), str)]
+    names = [s.get("name") if isinstance(s, dict) else None for s in subjects]
+    unnamed = next((i for i, name in enumerate(names) if not isinstance(name, str) or not name), None)
+    if unnamed is not None:  # a number or null would otherwise be compared as its text
+        raise VerificationError("(3) statement", f"subject[{unnamed}].name is not a non-empty string")
     if len(set(names)) == len(names):
         return
-    seen: set[str] = set()
+    seen: set[object] = set()
     for name in names:
         if name in seen:
             raise VerificationError("(3) statement", f"subject {name!r} appears more than once")
@@ -343,6 +346,7 @@ def check_artifacts(statement: dict[str, Any], artifacts: Sequence[Artifact]) ->
     ]
     for folder in dict.fromkeys(a.folder for a in artifacts if a.folder):
         found = {a.name for a in artifacts if a.folder == folder}
+        listed = frozenset().union(*(a.listed for a in artifacts if a.folder == folder))
         results += [
             ArtifactResult(
                 Artifact(name, sha256, BY_NAME, folder=folder),
@@ -350,14 +354,15 @@ def check_artifacts(statement: dict[str, Any], artifacts: Sequence[Artifact]) ->
                 "deployment of this folder would lack it)",
             )
             for name, sha256 in by_name.items()
-            if name not in found and not _image_subject(name, sha256, found)
+            if name not in found and (name in listed or not _image_subject(name, sha256, found))
         ]
     return results
 
 
 def _image_subject(name: str, sha256: str, found: set[str]) -> bool:
     """An image (REGISTRY/REPO) rather than a file: the name is an image's, and the folder holds
-    nothing below its registry's name (a file under a folder named like a registry stays a file)."""
+    nothing below its registry's name (a file under a folder named like a registry stays a file,
+    and so does one the folder's SBOM lists, even when its whole folder is gone)."""
     try:
         parse_reference(f"{name}@sha256:{sha256}")
     except InputError:

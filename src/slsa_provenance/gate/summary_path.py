@@ -18,11 +18,11 @@ from pathlib import Path
 from slsa_provenance import untrusted
 from slsa_provenance.errors import InputError
 from slsa_provenance.files import read_limited
+from slsa_provenance.gate.checks import MAX_ENVELOPE
 from slsa_provenance.gate.vsa import PREDICATE_TYPE
 from slsa_provenance.signing.bundle import envelope_json
 from slsa_provenance.signing.dsse import Envelope
 
-MAX_SUMMARY = 1 << 20
 _REMEDY = "name a new file for the summary, outside the artifacts verified"
 
 
@@ -64,7 +64,7 @@ def _same(target: Path, given: Path) -> bool:
 
 def _is_summary(path: Path) -> bool:
     try:
-        envelope = Envelope.from_json(envelope_json(read_limited(path, "summary", MAX_SUMMARY)))
+        envelope = Envelope.from_json(envelope_json(read_limited(path, "summary", MAX_ENVELOPE)))
         statement = untrusted.loads(envelope.payload, strict=True)
     except (InputError, ValueError, RecursionError):
         return False

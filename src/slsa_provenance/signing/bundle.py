@@ -51,4 +51,9 @@ def envelope_json(document: bytes) -> bytes:
         )
     if not isinstance(value.get("dsseEnvelope"), dict):
         raise InputError("the Sigstore bundle holds no dsseEnvelope", "pass a bundle of a DSSE attestation")
+    if {"payload", "payloadType", "signatures"} & value.keys():  # a DSSE reader would read those instead
+        raise InputError(
+            "the Sigstore bundle also carries DSSE envelope fields at its top level",
+            "pass a plain bundle or a plain DSSE envelope: one document, one reading",
+        )
     return json.dumps(value["dsseEnvelope"]).encode()
