@@ -106,6 +106,18 @@ def test_builder_id_override_started_on_and_byproducts() -> None:
     validate_statement(statement)
 
 
+def test_images_are_recorded_so_a_gate_knows_every_other_subject_is_a_file() -> None:
+    images = ["myacr.azurecr.io/b", "myacr.azurecr.io/a", "myacr.azurecr.io/b"]
+    statement = build_statement(context(), SUBJECTS, images=images)
+    internal = statement["predicate"]["buildDefinition"]["internalParameters"]
+    assert internal["images"] == ["myacr.azurecr.io/a", "myacr.azurecr.io/b"]
+    assert (
+        "images"
+        not in build_statement(context(), SUBJECTS)["predicate"]["buildDefinition"]["internalParameters"]
+    )
+    validate_statement(statement)
+
+
 def test_project_and_repository_names_are_url_encoded() -> None:
     ctx = replace(context(), project="My Project", repository_name="web app")
     statement = build_statement(ctx, SUBJECTS)

@@ -115,7 +115,7 @@ def generate(options: GenerateOptions, on_progress: ProgressCallback | None = No
             if options.drop
             else []
         )
-        shape = _shape(options, context, sboms)
+        shape = _shape(options, context, sboms, [r.name for r in references])
         images = resolve(registries, references, push=bool(options.attach_format))
         resolving = registries.requests
         files = hashing.result(on_progress)
@@ -210,7 +210,9 @@ def _unlinked(drop: Path, folder: str) -> Path:
     return path
 
 
-def _shape(options: GenerateOptions, context: RunContext, sboms: list[Sbom]) -> dict[str, Any]:
+def _shape(
+    options: GenerateOptions, context: RunContext, sboms: list[Sbom], images: list[str]
+) -> dict[str, Any]:
     """The validated Statement with a stand-in subject; `canonical_statement` puts the drop's in.
     It is built and validated while the files are hashed; the subjects are checked on their own."""
     packages = {p.uri + repr(sorted(p.digest.items())): p for s in sboms for p in s.packages}
@@ -223,6 +225,7 @@ def _shape(options: GenerateOptions, context: RunContext, sboms: list[Sbom]) -> 
             *([packages[k] for k in sorted(packages)] if options.sbom_packages else ()),
         ],
         byproducts=[s.byproduct() for s in sboms],
+        images=images,
     )
     validate_statement(shape)
     return shape

@@ -25,7 +25,7 @@ from slsa_provenance.errors import InputError
 from slsa_provenance.files import read_limited
 from slsa_provenance.gate.checks import BY_NAME, BYPRODUCT, MAX_ENVELOPE, Artifact
 from slsa_provenance.provenance.hashing import Hashing, sha256_file
-from slsa_provenance.provenance.sbom import SBOM_NAMES, load_sbom, read_sidecar
+from slsa_provenance.provenance.sbom import SBOM_NAMES, read_sidecar
 from slsa_provenance.provenance.subjects import MANIFEST_DIR
 from slsa_provenance.signing.bundle import envelope_json
 from slsa_provenance.signing.dsse import Envelope
@@ -83,7 +83,7 @@ def folder_artifacts(folder: Path) -> list[Artifact]:
     with Hashing(folder, kept, native=False) as hashing:
         subjects = hashing.result()
     found = [
-        Artifact(s.name, s.sha256, BYPRODUCT, folder=str(folder), listed=_listed(folder, s.name))
+        Artifact(s.name, s.sha256, BYPRODUCT, folder=str(folder))
         if s.name in SBOM_NAMES
         else Artifact(s.name, s.sha256, BY_NAME, folder=str(folder))
         for s in subjects
@@ -91,14 +91,6 @@ def folder_artifacts(folder: Path) -> list[Artifact]:
     refused += _sidecars(folder, [n for n in names if n.endswith(".sha256") and n in MANIFEST_FILES])
     refused = [replace(a, folder=str(folder)) for a in refused]
     return sorted(found + refused, key=attrgetter("name"))
-
-
-def _listed(folder: Path, sbom: str) -> frozenset[str]:
-    """The files an SBOM lists; none when it cannot be read (its byproduct check decides then)."""
-    try:
-        return frozenset(load_sbom(folder / sbom, sbom, check_sidecar=False).files)
-    except InputError:
-        return frozenset()
 
 
 def _sidecars(folder: Path, names: list[str]) -> list[Artifact]:

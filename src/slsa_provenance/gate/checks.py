@@ -25,7 +25,6 @@ from typing import Any
 from slsa_provenance import globs, untrusted
 from slsa_provenance.errors import InputError, VerificationError
 from slsa_provenance.provenance.statement import BUILD_TYPE, PREDICATE_TYPE, SPDX_MEDIA_TYPE, STATEMENT_TYPE
-from slsa_provenance.registry.reference import parse_reference
 from slsa_provenance.signing import bundle, dsse
 from slsa_provenance.signing.keys import PublicKey, fingerprint
 
@@ -76,8 +75,6 @@ class Artifact:
     """Why the gate refuses it before any digest is compared (a folder symlink, a stray file)."""
     folder: str = ""
     """The folder (--artifact DIR) it was found in: every file subject must be found there too."""
-    listed: frozenset[str] = frozenset()
-    """For an SBOM in a folder: the files it lists (a subject it lists is a file, never an image)."""
 
 
 @dataclass(frozen=True)
@@ -344,9 +341,9 @@ def check_artifacts(statement: dict[str, Any], artifacts: Sequence[Artifact]) ->
         else _check_artifact(artifact, by_digest, by_name, byproducts)
         for artifact in artifacts
     ]
+    images = _image_subjects(statement)
     for folder in dict.fromkeys(a.folder for a in artifacts if a.folder):
         found = {a.name for a in artifacts if a.folder == folder}
-        listed = frozenset().union(*(a.listed for a in artifacts if a.folder == folder))
         results += [
             ArtifactResult(
                 Artifact(name, sha256, BY_NAME, folder=folder),
@@ -354,21 +351,20 @@ def check_artifacts(statement: dict[str, Any], artifacts: Sequence[Artifact]) ->
                 "deployment of this folder would lack it)",
             )
             for name, sha256 in by_name.items()
-            if name not in found and (name in listed or not _image_subject(name, sha256, found))
+            if name not in found and name not in images
         ]
     return results
 
 
-def _image_subject(name: str, sha256: str, found: set[str]) -> bool:
-    """An image (REGISTRY/REPO) rather than a file: the name is an image's, and the folder holds
-    nothing below its registry's name (a file under a folder named like a registry stays a file,
-    and so does one the folder's SBOM lists, even when its whole folder is gone)."""
-    try:
-        parse_reference(f"{name}@sha256:{sha256}")
-    except InputError:
-        return False
-    registry = name.split("/", 1)[0] + "/"
-    return not any(other.startswith(registry) for other in found)
+def _image_subjects(statement: dict[str, Any]) -> frozenset[str]:
+    """The subjects generate recorded as images (signed, in internalParameters): every other
+    subject is a file a folder must hold. Anything but a list of names records none."""
+    names: Any = statement
+    for key in ("predicate", "buildDefinition", "internalParameters", "images"):
+        names = names.get(key) if isinstance(names, dict) else None
+    if not isinstance(names, list):
+        return frozenset()
+    return frozenset(n for n in names if isinstance(n, str))
 
 
 def _check_artifact(

@@ -63,8 +63,10 @@ def build_statement(
     builder_id: str = "",
     dependencies: Sequence[ResourceDescriptor] = (),
     byproducts: Sequence[ResourceDescriptor] = (),
+    images: Sequence[str] = (),
 ) -> dict[str, Any]:
-    """The Statement as a JSON-ready dict; subjects are sorted by name."""
+    """The Statement as a JSON-ready dict; subjects are sorted by name. `images` names the subjects
+    that are container images (REGISTRY/REPOSITORY), so a gate knows every other one is a file."""
     server = context.server_url
     project = quote(context.project, safe="")
     source = ResourceDescriptor(
@@ -107,7 +109,7 @@ def build_statement(
                         "buildUrl": f"{server}/{project}/_build/results?buildId={context.build_id}",
                     },
                 },
-                "internalParameters": _internal_parameters(context),
+                "internalParameters": _internal_parameters(context, images),
                 "resolvedDependencies": [
                     d.to_json() for d in (source, *_repositories(context), *dependencies)
                 ],
@@ -129,7 +131,7 @@ def _repositories(context: RunContext) -> list[ResourceDescriptor]:
     return repositories + runs
 
 
-def _internal_parameters(context: RunContext) -> dict[str, Any]:
+def _internal_parameters(context: RunContext, images: Sequence[str]) -> dict[str, Any]:
     pipeline = {
         "serverConfirmed": context.server_confirmed,
         "projectId": context.project_id,
@@ -146,10 +148,13 @@ def _internal_parameters(context: RunContext) -> dict[str, Any]:
         "name": context.agent_name,
         "selfHosted": context.agent_self_hosted,
     }
-    return {
+    internal: dict[str, Any] = {
         "azurePipelines": {k: v for k, v in pipeline.items() if v != ""},
         "agent": {k: v for k, v in agent.items() if v},
     }
+    if images:
+        internal["images"] = sorted(set(images))
+    return internal
 
 
 def canonical_json(value: Any) -> bytes:
