@@ -47,8 +47,8 @@ def from_service_connection(run: AgentRun) -> Any:
         return _federated(run.system, connection.id, tenant, client, options)
     if connection.scheme == "serviceprincipal":
         print(
-            "WARNING: the service connection uses a client secret or certificate; workload identity "
-            "federation needs no secret and is safer",
+            "WARNING: the service connection uses a client secret or certificate; where the server "
+            "offers workload identity federation (Azure DevOps Services), it needs no secret and is safer",
             file=sys.stderr,
         )
         # The connection names its cloud's authority: no need to look it up in the public cloud.
