@@ -272,7 +272,7 @@ def test_a_service_principal_with_a_secret_signs_and_warns(
     dsse.verify(dsse.sign(b"x", dsse.PAYLOAD_TYPE, signer), [signer.public_key()])
     assert not [r for r in azure.ado.requests if r.path.endswith("/oidctoken")]  # no federation here
     captured = capsys.readouterr()
-    assert "workload identity federation needs no secret and is safer" in captured.err
+    assert "offers workload identity federation (Azure DevOps Services), it needs no secret" in captured.err
     assert f"##vso[task.setsecret]{azure.entra.issued[0]}" in captured.out
 
 
