@@ -43,6 +43,34 @@ def test_a_file_path_input_naming_an_agent_root_is_not_given(tmp_path: Path, giv
     assert run.inputs.text("builderId") == s  # a string input is never rooted, so it is what was typed
 
 
+def test_on_windows_the_roots_compare_in_any_case_and_either_slash(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The agent on Windows may hand `D:\\a\\1\\s` as the input and `d:/a/1/s/` as the variable."""
+    import ntpath
+    import types
+
+    from slsa_provenance.azure import agent as module
+
+    monkeypatch.setattr(module, "os", types.SimpleNamespace(path=ntpath))
+    run = AgentRun.from_environment(
+        {
+            "BUILD_SOURCESDIRECTORY": "d:/a/1/s/",
+            "INPUT_POLICYFILE": "D:\\A\\1\\S",
+            "INPUT_SBOMFILE": "D:\\a\\1\\s\\sbom.json",
+            "HOME": "C:\\Users\\agent",
+        }
+    )
+    assert run.inputs.text("policyFile") == ""
+    assert run.inputs.text("sbomFile") == "D:\\a\\1\\s\\sbom.json"
+
+
+def test_the_module_example_runs() -> None:
+    import doctest
+
+    from slsa_provenance.azure import agent as module
+
+    assert doctest.testmod(module).failed == 0
+
+
 def staged(tmp_path: Path, drop: Path) -> tuple[Path, Path]:
     """The agent's sources and staging folders of the job in `tmp_path`, the drop copied to staging."""
     folders = job_folders(tmp_path)

@@ -137,6 +137,7 @@ def test_docker_logins_are_read_as_the_docker_cli_reads_them(tmp_path: Path) -> 
     }
     (tmp_path / "config.json").write_text(json.dumps(config))
     env = AgentRun.from_environment({"DOCKER_CONFIG": str(tmp_path)}).docker_config
+    assert env == tmp_path
     assert docker_login("registry-1.docker.io", env) == Login("hub", "pw")
     assert docker_login("myacr.azurecr.io", env) == Login(identity_token="refresh-123")
     assert docker_login("other.example", env) == Login("u", "p")

@@ -93,6 +93,8 @@ def named(certificate_authority, vault_keys) -> Iterator[AzureStack]:  # type: i
     stack = AzureStack(certificate_authority, vault_keys, domain=DOMAIN)
     stack.env = {k: v for k, v in stack.env.items() if k not in ("REQUESTS_CA_BUNDLE", "NO_PROXY")}
     stack.env["AGENT_CAINFO"] = str(certificate_authority.ca_pem)
+    stack.variables["AGENT_CAINFO"] = stack.env["AGENT_CAINFO"]
+    stack.process = {"SLSA_HTTP_RETRIES": stack.process["SLSA_HTTP_RETRIES"]}
     yield stack
     stack.stop()
 
@@ -213,7 +215,7 @@ def packaged_step_env(
         drop,
         endpoints=named.endpoints,
         variables={**named.variables, **agent_proxy(proxy, **agent)},
-        process={"SLSA_HTTP_RETRIES": named.process["SLSA_HTTP_RETRIES"]},
+        process=named.process,
         azureSubscription=CONNECTION_ID,
         command="generate",
         signingMethod="keyVault",

@@ -15,7 +15,7 @@ configuration, the agent's folders and the local key's password are all read her
 from __future__ import annotations
 
 import os
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import urlsplit
@@ -37,7 +37,6 @@ _TOKEN_VARIABLES = (
 )
 FILE_PATH_INPUTS = ("dropFolder", "localKeyFile", "sbomFile", "provenanceFile", "policyFile")
 """The inputs task.json declares `type: filePath` (tests/test_agent_run.py holds the two together)."""
-_DEFAULT_ROOTS = ("SYSTEM_DEFAULTWORKINGDIRECTORY", "BUILD_SOURCESDIRECTORY", "SYSTEM_ARTIFACTSDIRECTORY")
 _JOB_VARIABLES = ("SYSTEM_TEAMPROJECTID", "SYSTEM_HOSTTYPE", "SYSTEM_PLANID", "SYSTEM_JOBID")
 
 
@@ -49,16 +48,17 @@ class TaskInputs:
     """Upper-case input name → value, stripped; '' for a filePath input that was not given."""
 
     @classmethod
-    def from_environment(cls, env: Mapping[str, str]) -> TaskInputs:
+    def from_environment(cls, env: Mapping[str, str], roots: Sequence[str]) -> TaskInputs:
         """The agent roots every `filePath` input at the default working directory, so one left empty
-        arrives as that folder (the sources; in a classic release, the artifacts): such a value means
-        "not given", as azure-pipelines-task-lib's `filePathSupplied()` decides, and is read as ''."""
-        roots = {_comparable(env[name]) for name in _DEFAULT_ROOTS if env.get(name, "").strip()}
+        arrives as that folder (the sources; in a classic release, the artifacts): a value naming one of
+        `roots` means "not given", as azure-pipelines-task-lib's `filePathSupplied()` decides, and is
+        read as ''."""
+        not_given = {_comparable(root) for root in roots if root}
         file_paths = {name.upper() for name in FILE_PATH_INPUTS}
         values = {name[6:].upper(): value.strip() for name, value in env.items() if name.startswith("INPUT_")}
         return cls(
             {
-                name: "" if name in file_paths and value and _comparable(value) in roots else value
+                name: "" if name in file_paths and value and _comparable(value) in not_given else value
                 for name, value in values.items()
             }
         )
@@ -92,7 +92,7 @@ class SystemConnection:
     token: str = field(default="", repr=False)
     oidc_request_uri: str = ""
     """System.OidcRequestUri as the variable claims it (any step can set it)."""
-    job: tuple[str, str, str, str] = ("", "", "", "")
+    job: tuple[str, ...] = ()
     """SYSTEM_TEAMPROJECTID, SYSTEM_HOSTTYPE, SYSTEM_PLANID, SYSTEM_JOBID."""
 
     def collection_url(self) -> str:
@@ -127,7 +127,7 @@ class SystemConnection:
                     "remove the step that sets System.OidcRequestUri",
                 )
             return self.oidc_request_uri
-        if not all(self.job):
+        if len(self.job) != len(_JOB_VARIABLES) or not all(self.job):
             raise InputError(
                 "cannot build the ID token URL: SYSTEM_TEAMPROJECTID, SYSTEM_HOSTTYPE, SYSTEM_PLANID or "
                 "SYSTEM_JOBID is missing",
@@ -213,8 +213,8 @@ class AgentRun:
     system: SystemConnection = field(default_factory=SystemConnection)
     service_connection: ServiceConnection | None = None
     http: HttpSettings = field(default_factory=HttpSettings)
-    docker_config: Path = field(default_factory=lambda: Path.home() / ".docker")
-    """The docker CLI's configuration folder: DOCKER_CONFIG, else ~/.docker."""
+    docker_config: Path | None = None
+    """The docker CLI's configuration folder: DOCKER_CONFIG, else ~/.docker; None: no docker logins."""
     in_pipeline: bool = False
     """TF_BUILD: a claim any step can make, never a reason to trust anything."""
     folders: Folders = field(default_factory=Folders)
@@ -229,7 +229,16 @@ class AgentRun:
         def get(name: str) -> str:
             return env.get(name, "").strip()
 
-        inputs = TaskInputs.from_environment(env)
+        folders = Folders(
+            sources=get("BUILD_SOURCESDIRECTORY"),
+            default_working=get("SYSTEM_DEFAULTWORKINGDIRECTORY"),
+            artifacts=get("SYSTEM_ARTIFACTSDIRECTORY"),
+            artifact_staging=get("BUILD_ARTIFACTSTAGINGDIRECTORY"),
+            temp=get("AGENT_TEMPDIRECTORY"),
+        )
+        inputs = TaskInputs.from_environment(
+            env, (folders.default_working, folders.sources, folders.artifacts)
+        )
         connection = inputs.text(CONNECTION_INPUT)
         docker_folder, home = get("DOCKER_CONFIG"), get("HOME") or os.path.expanduser("~")
         return cls(
@@ -239,12 +248,7 @@ class AgentRun:
                 url=get("ENDPOINT_URL_SYSTEMVSSCONNECTION"),
                 token=next((get(name) for name in _TOKEN_VARIABLES if get(name)), ""),
                 oidc_request_uri=get(OIDC_VARIABLE),
-                job=(
-                    get(_JOB_VARIABLES[0]),
-                    get(_JOB_VARIABLES[1]),
-                    get(_JOB_VARIABLES[2]),
-                    get(_JOB_VARIABLES[3]),
-                ),
+                job=tuple(get(name) for name in _JOB_VARIABLES),
             ),
             service_connection=ServiceConnection.from_environment(connection, env) if connection else None,
             http=HttpSettings.parse(
@@ -254,13 +258,7 @@ class AgentRun:
             ),
             docker_config=Path(docker_folder) if docker_folder else Path(home) / ".docker",
             in_pipeline=get("TF_BUILD").lower() == "true",
-            folders=Folders(
-                sources=get("BUILD_SOURCESDIRECTORY"),
-                default_working=get("SYSTEM_DEFAULTWORKINGDIRECTORY"),
-                artifacts=get("SYSTEM_ARTIFACTSDIRECTORY"),
-                artifact_staging=get("BUILD_ARTIFACTSTAGINGDIRECTORY"),
-                temp=get("AGENT_TEMPDIRECTORY"),
-            ),
+            folders=folders,
             step=StepRun(
                 display_name=get("SYSTEM_TASKDISPLAYNAME"),
                 instance_id=get("SYSTEM_TASKINSTANCEID"),

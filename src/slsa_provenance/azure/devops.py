@@ -1,6 +1,5 @@
 """Confirm the run's claimed context with the Azure DevOps REST API.
 
-    >>> run = AgentRun.from_environment(os.environ)
     >>> confirmed = confirm(RunContext.from_variables(run.variables), run.system, run.http)  # doctest: +SKIP
     >>> confirmed.server_confirmed, confirmed.pipeline_file
     (True, 'azure-pipelines.yml')

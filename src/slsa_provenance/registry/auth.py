@@ -70,7 +70,7 @@ class RegistryCredentials:
         self.host, self.run = host, run
         self._tokens: dict[str, dict[str, str]] = {}
         self._acr_refresh = ""
-        self._login: Login | None = docker_login(host, run.docker_config)
+        self._login: Login | None = docker_login(host, run.docker_config) if run.docker_config else None
 
     def cached(self, scope: str) -> dict[str, str]:
         return self._tokens.get(scope, {})
