@@ -35,7 +35,7 @@ node_modules/.installed: package.json package-lock.json
 	npm ci --no-audit --no-fund --loglevel=error
 	touch $@
 
-vsix: $(STAMP) node_modules/.installed  ## build dist/*.vsix (one xz payload per platform, SBOM, provenance); RELEASE=1 signs with the Key Vault key SLSA_SIGNER names
+vsix: $(STAMP) node_modules/.installed  ## build dist/*.vsix (one xz payload per platform, SBOM, provenance, the Provenance tab); RELEASE=1 signs with the Key Vault key SLSA_SIGNER names
 	$(BIN)/python packaging/build.py $(if $(RELEASE),--release)
 
 bench: $(STAMP) vsix  ## hashing, memory, start-up and verify against openssl and sha256sum; fails on a missed target

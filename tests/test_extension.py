@@ -71,7 +71,13 @@ def test_the_repository_top_level_is_the_design_card_s() -> None:
         pytest.skip("not a git checkout: the layout is read from git ls-files")
     assert "task.json" in tracked and "vss-extension.json" in tracked
     images = [p for p in tracked if p.endswith((".png", ".svg", ".ico"))]
-    assert sorted(images) == ["icons/extension-icon.png", "icons/icon.svg", "icons/task-icon.png"]
+    screenshots = [p for p in images if p.startswith("docs/")]  # what the README shows, not icons
+    assert sorted(set(images) - set(screenshots)) == [
+        "icons/extension-icon.png",
+        "icons/icon.svg",
+        "icons/task-icon.png",
+    ]
+    assert all((REPO / p).stat().st_size < 100_000 for p in screenshots)
     layout = (REPO / "README.md").read_text().split("## Layout", 1)[1].split("\n## ", 1)[0]
     folders = {p.split("/", 1)[0] for p in tracked if "/" in p and not p.startswith(".")}
     for folder in sorted(folders):

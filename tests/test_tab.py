@@ -44,9 +44,11 @@ TYPES = {".html": "text/html; charset=utf-8", ".js": "text/javascript", ".css": 
 class RunPage(HttpsServer):
     """The run page's origin: the host page, the tab's files from the .vsix, and the attachments."""
 
-    def __init__(self, ca: CertificateAuthority, tab: Path, attachments: dict[str, bytes | None]) -> None:
+    def __init__(
+        self, ca: CertificateAuthority, tab: Path, attachments: dict[str, bytes | None], token: str = TOKEN
+    ) -> None:
         super().__init__(ca)
-        self.tab, self.attachments = tab, attachments
+        self.tab, self.attachments, self.token = tab, attachments, token
         self.route(
             "GET", r"/host\.html", lambda _: (200, {"Content-Type": TYPES[".html"]}, HOST_PAGE.read_bytes())
         )
@@ -60,7 +62,7 @@ class RunPage(HttpsServer):
         return (200, {"Content-Type": TYPES[path.suffix]}, path.read_bytes())
 
     def _list(self, request: Request) -> Response:
-        if request.headers.get("authorization") != f"Bearer {TOKEN}":
+        if request.headers.get("authorization") != f"Bearer {self.token}":
             return json_response({"message": "TF400813: not authorized"}, 401)
         accept = request.headers.get("accept", "")
         version = re.search(r"api-version=([0-9.]+)", accept)
@@ -87,7 +89,7 @@ class RunPage(HttpsServer):
         )
 
     def _content(self, request: Request) -> Response:
-        if request.headers.get("authorization") != f"Bearer {TOKEN}":
+        if request.headers.get("authorization") != f"Bearer {self.token}":
             return json_response({"message": "TF400813: not authorized"}, 401)
         content = self.attachments[unquote(request.path.rsplit("/", 1)[1])]
         if content is None:
@@ -121,11 +123,12 @@ def show(
     }
     unchecked = options.pop("unchecked", {})  # not summaries of this version; None: a server error
     attachments |= unchecked
-    server = RunPage(ca, extension / "tab", attachments).start()
+    server = RunPage(ca, extension / "tab", attachments, options.pop("token", TOKEN)).start()
     SCREENSHOTS.mkdir(parents=True, exist_ok=True)
     screenshot = SCREENSHOTS / f"{request.node.name}.png"
     screenshot.unlink(missing_ok=True)
     theme = options.pop("theme", "light")
+    refused = options.pop("expected_error", "")  # a console error the test provokes on purpose
     config = {
         "url": f"{server.url}/host.html?theme={theme}",
         "screenshot": str(screenshot),
@@ -150,8 +153,7 @@ def show(
     assert result.returncode == 0, result.stderr
     assert screenshot.stat().st_size > 10_000, "the screenshot is empty"
     report: dict[str, Any] = json.loads(result.stdout)
-    served_500 = "Failed to load resource: the server responded with a status of 500 (Internal Server Error)"
-    errors = [e for e in report["consoleErrors"] if not (e == served_500 and None in unchecked.values())]
+    errors = [e for e in report["consoleErrors"] if not (refused and e.startswith(refused))]
     assert errors == [] and report["dialogs"] == [], report
     return report, server
 
@@ -278,7 +280,8 @@ def test_an_unreadable_or_newer_summary_is_named_and_the_others_are_shown(
         "zz-not-json.json": b"{",
         "zz-not-a-summary.json": b'{"schemaVersion": 1, "command": "generate", "subjects": 5}',
     }
-    report, _ = page([summary], unchecked=unchecked, height=1400)
+    served_500 = "Failed to load resource: the server responded with a status of 500"
+    report, _ = page([summary], unchecked=unchecked, height=1400, expected_error=served_500)
     assert report["loaded"] == "succeeded" and report["names"][0] == "README.txt"
     assert "verify-lost.json" in report["text"] and "the server answered 500" in report["text"]
     assert "summary version 2 is not one this tab knows (1); update the extension" in report["text"]
@@ -287,3 +290,12 @@ def test_an_unreadable_or_newer_summary_is_named_and_the_others_are_shown(
         "zz-not-a-summary.json" in report["text"]
         and "it is not a summary this tab can read" in report["text"]
     )
+
+
+def test_a_refused_token_is_reported_in_the_tab(page) -> None:  # type: ignore[no-untyped-def]
+    refused = "Failed to load resource: the server responded with a status of 401"
+    report, server = page([], token="another-token", height=400, expected_error=refused)
+    assert report["loaded"] == "succeeded"
+    assert "The provenance of this run could not be loaded: TF400813: not authorized" in report["text"]
+    listings = [r for r in server.requests if r.path == LIST]
+    assert len(listings) == 2  # the API client asks for a fresh token once, then gives up
