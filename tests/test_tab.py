@@ -16,11 +16,13 @@ from typing import Any
 from urllib.parse import quote, unquote
 
 import pytest
+import yaml
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 
 from conftest import COMMIT, REPO, AzureStack
 from fakes import CertificateAuthority, HttpsServer, Request, Response, json_response
+from pipeline_schema import PipelineValidator, load_manifest, task_entry, task_manifest
 from slsa_provenance import step
 from test_run_summary import attached, generate, step_env, validator, verify
 
@@ -242,12 +244,17 @@ def test_ten_thousand_subjects_render_in_under_a_second_and_scroll(
     assert report["rows"] < 60, "every row was put in the page: the list is not virtual"
     assert report["namesAfterScroll"][-1] == "bin/module-09999.dll"
     assert report["filtered"]["names"] == [f"bin/module-0999{d}.dll" for d in range(10)]
+    assert report["calls"].count("resize") >= 2, "the frame was not resized to the filtered list"
 
 
 def test_a_run_without_provenance_says_how_to_add_the_step(page) -> None:  # type: ignore[no-untyped-def]
     report, _ = page([], height=600)
     assert report["loaded"] == "succeeded"
-    assert "No provenance in this run" in report["text"] and "- task: SlsaProvenance@1" in report["text"]
+    assert "No provenance in this run" in report["text"]
+    [step_shown] = yaml.load(report["text"].split("appears here.", 1)[1], Loader=yaml.BaseLoader)
+    _, entry = task_entry(load_manifest(task_manifest(REPO)))
+    PipelineValidator({"type": "object", **entry}).validate(step_shown)  # a step that fits task.json
+    assert step_shown["task"] == "SlsaProvenance@1"
 
 
 def test_hostile_names_are_shown_as_text(

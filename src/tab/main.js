@@ -40,7 +40,7 @@ async function main() {
   }
   // Loaded either way: the page says itself what went wrong, which the host's generic error would hide.
   SDK.notifyLoadSucceeded();
-  SDK.resize();
+  new ResizeObserver(() => SDK.resize()).observe(document.body);  // the frame follows a filtered list
 }
 
 async function currentRun() {
@@ -75,7 +75,7 @@ function card({ attachment, summary, error }) {
 }
 
 function emptyState() {
-  const yaml = "- task: SlsaProvenance@1\n  inputs:\n    dropFolder: $(Build.ArtifactStagingDirectory)\n    keyVaultKey: https://VAULT.vault.azure.net/keys/KEY";
+  const yaml = "- task: SlsaProvenance@1\n  inputs:\n    azureSubscription: key-vault-connection\n    keyVaultKey: https://VAULT.vault.azure.net/keys/KEY";
   return el("section", { className: "empty" },
     el("h2", { text: "No provenance in this run" }),
     el("p", { text: "Add the SlsaProvenance@1 step after the build (and sbom-tool) to attest the drop; what it attested, and what each deployment gate verified, appears here." }),

@@ -75,6 +75,8 @@ async function main(config) {
       report.copyLabel = await frame.evaluate(() => document.querySelector('.row button.copy').textContent);
       report.clipboard = await frame.evaluate(() => navigator.clipboard.readText());
     }
+    await frame.evaluate(() => new Promise((resolve) => requestAnimationFrame(() => requestAnimationFrame(resolve))));
+    report.calls = await page.evaluate(() => window.host.calls);
     await page.screenshot({ path: config.screenshot, fullPage: config.fullPage !== false });
   } finally {
     await context.close();
