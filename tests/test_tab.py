@@ -51,6 +51,7 @@ class RunPage(HttpsServer):
     ) -> None:
         super().__init__(ca)
         self.tab, self.attachments, self.token = tab, attachments, token
+        self.elsewhere_names: set[str] = set()  # linked on another origin (this server, by another name)
         self.route(
             "GET", r"/host\.html", lambda _: (200, {"Content-Type": TYPES[".html"]}, HOST_PAGE.read_bytes())
         )
@@ -58,6 +59,10 @@ class RunPage(HttpsServer):
         self.route("GET", r"/tab/[a-z]+\.[a-z]+", self._tab_file)
         self.route("GET", re.escape(LIST), self._list)
         self.route("GET", re.escape(CONTENT) + r"[0-9]+/attachments/slsa-provenance/[^/]+", self._content)
+
+    @property
+    def elsewhere(self) -> str:
+        return self.url.replace("127.0.0.1", "localhost")
 
     def _tab_file(self, request: Request) -> Response:
         path = self.tab / Path(request.path).name
@@ -81,7 +86,10 @@ class RunPage(HttpsServer):
             {
                 "name": name,
                 "_links": {
-                    "self": {"href": f"{self.url}{CONTENT}{index}/attachments/slsa-provenance/{quote(name)}"}
+                    "self": {
+                        "href": f"{self.elsewhere if name in self.elsewhere_names else self.url}"
+                        f"{CONTENT}{index}/attachments/slsa-provenance/{quote(name)}"
+                    }
                 },
             }
             for index, name in enumerate(self.attachments)
@@ -125,7 +133,9 @@ def show(
     }
     unchecked = options.pop("unchecked", {})  # not summaries of this version; None: a server error
     attachments |= unchecked
-    server = RunPage(ca, extension / "tab", attachments, options.pop("token", TOKEN)).start()
+    server = RunPage(ca, extension / "tab", attachments, options.pop("token", TOKEN))
+    server.elsewhere_names = set(options.pop("elsewhere", ()))
+    server.start()
     SCREENSHOTS.mkdir(parents=True, exist_ok=True)
     screenshot = SCREENSHOTS / f"{request.node.name}.png"
     screenshot.unlink(missing_ok=True)
@@ -286,9 +296,21 @@ def test_an_unreadable_or_newer_summary_is_named_and_the_others_are_shown(
         "verify-newer.json": newer,
         "zz-not-json.json": b"{",
         "zz-not-a-summary.json": b'{"schemaVersion": 1, "command": "generate", "subjects": 5}',
+        "verify-elsewhere.json": json.dumps(summary).encode(),
     }
     served_500 = "Failed to load resource: the server responded with a status of 500"
-    report, _ = page([summary], unchecked=unchecked, height=1400, expected_error=served_500)
+    report, server = page(
+        [summary],
+        unchecked=unchecked,
+        elsewhere=["verify-elsewhere.json"],
+        height=1600,
+        expected_error=served_500,
+    )
+    elsewhere = "verify-elsewhere.json\n\nThis summary could not be shown: its address is not on "
+    assert elsewhere + server.url in report["text"]
+    assert not [r for r in server.requests if r.path.endswith("verify-elsewhere.json")], (
+        "the token went elsewhere"
+    )
     assert report["loaded"] == "succeeded" and report["names"][0] == "README.txt"
     assert "verify-lost.json" in report["text"] and "the server answered 500" in report["text"]
     assert "summary version 2 is not one this tab knows (1); update the extension" in report["text"]

@@ -30,7 +30,8 @@ async function main() {
       root.replaceChildren(emptyState());
     } else {
       const token = await SDK.getAccessToken();
-      const loaded = await Promise.all(attachments.map((a) => fetchSummary(a, token)));
+      const server = new URL(await client.getRootPath()).origin;
+      const loaded = await Promise.all(attachments.map((a) => fetchSummary(a, token, server)));
       performance.mark("provenance-fetched");
       root.replaceChildren(...loaded.map(card));
       performance.mark("provenance-rendered");
@@ -53,10 +54,13 @@ async function currentRun() {
   return { project: project.id || project.name, buildId };
 }
 
-async function fetchSummary(attachment, token) {
+async function fetchSummary(attachment, token, server) {
   const name = String(attachment.name);
   try {
-    const response = await fetch(attachment._links.self.href, { headers: { Authorization: `Bearer ${token}`, Accept: "application/json" } });
+    const href = new URL(attachment._links.self.href);
+    // The token is the user's: it goes only to the server that listed the attachment.
+    if (href.origin !== server) return { attachment: name, error: `its address is not on ${server}` };
+    const response = await fetch(href, { headers: { Authorization: `Bearer ${token}`, Accept: "application/json" } });
     if (!response.ok) return { attachment: name, error: `the server answered ${response.status} ${response.statusText}` };
     return { attachment: name, summary: JSON.parse(await response.text()) };
   } catch (error) {

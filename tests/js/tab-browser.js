@@ -25,7 +25,8 @@ async function main(config) {
     page.on('console', (message) => { if (message.type() === 'error') report.consoleErrors.push(message.text()); });
     page.on('pageerror', (error) => report.consoleErrors.push(String(error)));
     await page.goto(config.url);
-    await page.waitForFunction(() => window.host && window.host.loaded !== '', null, { timeout: 20000 });
+    await page.waitForFunction(() => window.host && window.host.loaded !== '', null, { timeout: 20000 })
+      .catch((error) => { throw new Error(`${error.message}; the page logged: ${JSON.stringify(report.consoleErrors)}`); });
     const frame = page.frame({ url: /\/tab\/tab\.html$/ });
     report.loaded = await page.evaluate(() => window.host.loaded);
     report.calls = await page.evaluate(() => window.host.calls);
