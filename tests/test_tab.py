@@ -280,18 +280,7 @@ def test_hostile_names_are_shown_as_text(
     for name in hostile:
         (drop / name).write_bytes(name.encode())
     ref = 'refs/heads/<img src=x onerror="window.parent.pwned=1">'
-    env = step_env(
-        tmp_path / "g",
-        command="generate",
-        dropFolder=str(drop),
-        signingMethod="localKey",
-        localKeyFile=str(key_files["ed25519"][0]),
-        confirmWithServer="false",
-        pipelineFile="a.yml",
-        BUILD_SOURCEBRANCH=ref,
-    )
-    assert step.main(env) == 0
-    _, summary = attached(capsys.readouterr().out)
+    summary = generate(tmp_path / "g", drop, key_files["ed25519"][0], capsys, BUILD_SOURCEBRANCH=ref)
     report, _ = page([summary], height=1300)
     assert sorted(report["names"]) == sorted(hostile)
     assert f"Ref\n{ref}\n" in report["text"] and f"@{ref}" in report["text"]  # the ref and the builder id
