@@ -330,3 +330,23 @@ def test_a_refused_token_is_reported_in_the_tab(page) -> None:  # type: ignore[n
     assert "The provenance of this run could not be loaded: TF400813: not authorized" in report["text"]
     listings = [r for r in server.requests if r.path == LIST]
     assert len(listings) == 2  # the API client asks for a fresh token once, then gives up
+
+
+def test_a_gate_lists_the_artifacts_that_changed(
+    page, tmp_path: Path, key_files, capsys: pytest.CaptureFixture[str]
+) -> None:  # type: ignore[no-untyped-def]
+    private, public = key_files["ecdsa-p256"]
+    drop = tmp_path / "drop"
+    (drop / "bin").mkdir(parents=True)
+    for index in range(205):
+        (drop / "bin" / f"part-{index:03d}.bin").write_bytes(b"built %d" % index)
+    generate(tmp_path / "g", drop, private, capsys)
+    for index in range(203):
+        (drop / "bin" / f"part-{index:03d}.bin").write_bytes(b"tampered %d" % index)
+    summary = verify(tmp_path / "v", drop, public, "refs/heads/main", capsys)
+    report, _ = page([summary], height=1400)
+    artifacts = next(row for row in report["checks"] if row[0] == "(9)")
+    assert artifacts[1:4] == ["artifacts", "Failed", "2 of 205 artifacts are subjects"]
+    assert "Failed artifacts (203 of 205)" in report["text"]
+    assert "(9) subject: bin/part-000.bin sha256 got " in report["text"]
+    assert "and 3 more: the step's log lists every one" in report["text"]
