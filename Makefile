@@ -37,7 +37,7 @@ node_modules/.installed: package.json package-lock.json
 
 # The SBOM's creation time: the last commit's, so the same commit builds the same SBOM (an exported
 # SOURCE_DATE_EPOCH wins; outside git, packaging/spdx.py takes the time of the build).
-vsix: $(STAMP) node_modules/.installed  ## build dist/*.vsix (one xz payload per platform, SBOM, provenance); RELEASE=1 signs with the Key Vault key SLSA_SIGNER names
+vsix: $(STAMP) node_modules/.installed  ## build dist/*.vsix (one xz payload per platform, SBOM, provenance, the Provenance tab); RELEASE=1 signs with the Key Vault key SLSA_SIGNER names
 	SOURCE_DATE_EPOCH="$${SOURCE_DATE_EPOCH:-$$(git log -1 --format=%ct 2>/dev/null)}" \
 	  $(BIN)/python packaging/build.py $(if $(RELEASE),--release)
 

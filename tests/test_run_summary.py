@@ -48,8 +48,9 @@ def step_env(tmp_path: Path, **inputs: str) -> dict[str, str]:
     }
 
 
-def generate(tmp_path: Path, drop: Path, key: Path, capsys: pytest.CaptureFixture[str]) -> dict[str, Any]:
-    env = step_env(
+def generate_env(tmp_path: Path, drop: Path, key: Path, **variables: str) -> dict[str, str]:
+    """A generate step signing with a local key, without server confirmation."""
+    return step_env(
         tmp_path,
         command="generate",
         dropFolder=str(drop),
@@ -57,8 +58,14 @@ def generate(tmp_path: Path, drop: Path, key: Path, capsys: pytest.CaptureFixtur
         localKeyFile=str(key),
         confirmWithServer="false",
         pipelineFile="ci/azure-pipelines.yml",
+        **variables,
     )
-    assert step.main(env) == 0
+
+
+def generate(
+    tmp_path: Path, drop: Path, key: Path, capsys: pytest.CaptureFixture[str], **variables: str
+) -> dict[str, Any]:
+    assert step.main(generate_env(tmp_path, drop, key, **variables)) == 0
     out = capsys.readouterr().out
     assert "##vso[task.complete result=Succeeded]" in out, out
     name, summary = attached(out)
@@ -167,15 +174,7 @@ def test_a_passing_gate_records_what_each_check_compared(
 def test_a_summary_that_cannot_be_written_is_a_warning(
     tmp_path: Path, drop: Path, key_files, capsys: pytest.CaptureFixture[str]
 ) -> None:  # type: ignore[no-untyped-def]
-    env = step_env(
-        tmp_path / "missing",
-        command="generate",
-        dropFolder=str(drop),
-        signingMethod="localKey",
-        localKeyFile=str(key_files["ed25519"][0]),
-        confirmWithServer="false",
-        pipelineFile="a.yml",
-    )
+    env = generate_env(tmp_path / "missing", drop, key_files["ed25519"][0])
     (tmp_path / "missing").write_text("a file where the temp folder should be")
     assert step.main(env) == 0
     out = capsys.readouterr().out

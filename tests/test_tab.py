@@ -16,11 +16,13 @@ from typing import Any
 from urllib.parse import quote, unquote
 
 import pytest
+import yaml
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 
 from conftest import COMMIT, REPO, AzureStack
 from fakes import CertificateAuthority, HttpsServer, Request, Response, json_response
+from pipeline_schema import PipelineValidator, load_manifest, task_entry, task_manifest
 from slsa_provenance import step
 from test_run_summary import attached, generate, step_env, validator, verify
 
@@ -44,9 +46,12 @@ TYPES = {".html": "text/html; charset=utf-8", ".js": "text/javascript", ".css": 
 class RunPage(HttpsServer):
     """The run page's origin: the host page, the tab's files from the .vsix, and the attachments."""
 
-    def __init__(self, ca: CertificateAuthority, tab: Path, attachments: dict[str, bytes | None]) -> None:
+    def __init__(
+        self, ca: CertificateAuthority, tab: Path, attachments: dict[str, bytes | None], token: str = TOKEN
+    ) -> None:
         super().__init__(ca)
-        self.tab, self.attachments = tab, attachments
+        self.tab, self.attachments, self.token = tab, attachments, token
+        self.elsewhere_names: set[str] = set()  # linked on another origin (this server, by another name)
         self.route(
             "GET", r"/host\.html", lambda _: (200, {"Content-Type": TYPES[".html"]}, HOST_PAGE.read_bytes())
         )
@@ -55,12 +60,16 @@ class RunPage(HttpsServer):
         self.route("GET", re.escape(LIST), self._list)
         self.route("GET", re.escape(CONTENT) + r"[0-9]+/attachments/slsa-provenance/[^/]+", self._content)
 
+    @property
+    def elsewhere(self) -> str:
+        return self.url.replace("127.0.0.1", "localhost")
+
     def _tab_file(self, request: Request) -> Response:
         path = self.tab / Path(request.path).name
         return (200, {"Content-Type": TYPES[path.suffix]}, path.read_bytes())
 
     def _list(self, request: Request) -> Response:
-        if request.headers.get("authorization") != f"Bearer {TOKEN}":
+        if request.headers.get("authorization") != f"Bearer {self.token}":
             return json_response({"message": "TF400813: not authorized"}, 401)
         accept = request.headers.get("accept", "")
         version = re.search(r"api-version=([0-9.]+)", accept)
@@ -77,7 +86,10 @@ class RunPage(HttpsServer):
             {
                 "name": name,
                 "_links": {
-                    "self": {"href": f"{self.url}{CONTENT}{index}/attachments/slsa-provenance/{quote(name)}"}
+                    "self": {
+                        "href": f"{self.elsewhere if name in self.elsewhere_names else self.url}"
+                        f"{CONTENT}{index}/attachments/slsa-provenance/{quote(name)}"
+                    }
                 },
             }
             for index, name in enumerate(self.attachments)
@@ -87,7 +99,7 @@ class RunPage(HttpsServer):
         )
 
     def _content(self, request: Request) -> Response:
-        if request.headers.get("authorization") != f"Bearer {TOKEN}":
+        if request.headers.get("authorization") != f"Bearer {self.token}":
             return json_response({"message": "TF400813: not authorized"}, 401)
         content = self.attachments[unquote(request.path.rsplit("/", 1)[1])]
         if content is None:
@@ -121,11 +133,14 @@ def show(
     }
     unchecked = options.pop("unchecked", {})  # not summaries of this version; None: a server error
     attachments |= unchecked
-    server = RunPage(ca, extension / "tab", attachments).start()
+    server = RunPage(ca, extension / "tab", attachments, options.pop("token", TOKEN))
+    server.elsewhere_names = set(options.pop("elsewhere", ()))
+    server.start()
     SCREENSHOTS.mkdir(parents=True, exist_ok=True)
     screenshot = SCREENSHOTS / f"{request.node.name}.png"
     screenshot.unlink(missing_ok=True)
     theme = options.pop("theme", "light")
+    refused = options.pop("expected_error", "")  # a console error the test provokes on purpose
     config = {
         "url": f"{server.url}/host.html?theme={theme}",
         "screenshot": str(screenshot),
@@ -150,8 +165,7 @@ def show(
     assert result.returncode == 0, result.stderr
     assert screenshot.stat().st_size > 10_000, "the screenshot is empty"
     report: dict[str, Any] = json.loads(result.stdout)
-    served_500 = "Failed to load resource: the server responded with a status of 500 (Internal Server Error)"
-    errors = [e for e in report["consoleErrors"] if not (e == served_500 and None in unchecked.values())]
+    errors = [e for e in report["consoleErrors"] if not (refused and e.startswith(refused))]
     assert errors == [] and report["dialogs"] == [], report
     return report, server
 
@@ -234,18 +248,25 @@ def test_ten_thousand_subjects_render_in_under_a_second_and_scroll(
     }
     report, _ = page([summary], scrollToEnd=True, filter="module-0999", filterCount="10 of 10,000")
     timing = f"{report['renderedAt']:.0f} ms from the frame's start, {report['renderMs']:.0f} ms to build the cards"
-    print(f"10,000 subjects: first render {timing}; scroll to the end {report['scrollMs']} ms")
+    print(
+        f"10,000 subjects: first render {timing}; scroll to the end {report['scrollMs']} ms; {report['rows']} rows"
+    )
     assert report["renderedAt"] < 1000, f"first render took {timing}"
     assert report["counts"] == ["10,000 subjects"]
     assert report["rows"] < 60, "every row was put in the page: the list is not virtual"
     assert report["namesAfterScroll"][-1] == "bin/module-09999.dll"
     assert report["filtered"]["names"] == [f"bin/module-0999{d}.dll" for d in range(10)]
+    assert report["calls"].count("resize") >= 2, "the frame was not resized to the filtered list"
 
 
 def test_a_run_without_provenance_says_how_to_add_the_step(page) -> None:  # type: ignore[no-untyped-def]
     report, _ = page([], height=600)
     assert report["loaded"] == "succeeded"
-    assert "No provenance in this run" in report["text"] and "- task: SlsaProvenance@1" in report["text"]
+    assert "No provenance in this run" in report["text"]
+    [step_shown] = yaml.load(report["text"].split("appears here.", 1)[1], Loader=yaml.BaseLoader)
+    _, entry = task_entry(load_manifest(task_manifest(REPO)))
+    PipelineValidator({"type": "object", **entry}).validate(step_shown)  # a step that fits task.json
+    assert step_shown["task"] == "SlsaProvenance@1"
 
 
 def test_hostile_names_are_shown_as_text(
@@ -260,9 +281,11 @@ def test_hostile_names_are_shown_as_text(
     drop.mkdir()
     for name in hostile:
         (drop / name).write_bytes(name.encode())
-    summary = generate(tmp_path / "g", drop, key_files["ed25519"][0], capsys)
+    ref = 'refs/heads/<img src=x onerror="window.parent.pwned=1">'
+    summary = generate(tmp_path / "g", drop, key_files["ed25519"][0], capsys, BUILD_SOURCEBRANCH=ref)
     report, _ = page([summary], height=1300)
     assert sorted(report["names"]) == sorted(hostile)
+    assert f"Ref\n{ref}\n" in report["text"] and f"@{ref}" in report["text"]  # the ref and the builder id
     assert report["images"] == 0 and report["pwned"] is False
     assert "bidi" in report["badges"]
 
@@ -277,8 +300,21 @@ def test_an_unreadable_or_newer_summary_is_named_and_the_others_are_shown(
         "verify-newer.json": newer,
         "zz-not-json.json": b"{",
         "zz-not-a-summary.json": b'{"schemaVersion": 1, "command": "generate", "subjects": 5}',
+        "verify-elsewhere.json": json.dumps(summary).encode(),
     }
-    report, _ = page([summary], unchecked=unchecked, height=1400)
+    served_500 = "Failed to load resource: the server responded with a status of 500"
+    report, server = page(
+        [summary],
+        unchecked=unchecked,
+        elsewhere=["verify-elsewhere.json"],
+        height=1600,
+        expected_error=served_500,
+    )
+    elsewhere = "verify-elsewhere.json\n\nThis summary could not be shown: its address is not on "
+    assert elsewhere + server.url in report["text"]
+    assert not [r for r in server.requests if r.path.endswith("verify-elsewhere.json")], (
+        "the token went elsewhere"
+    )
     assert report["loaded"] == "succeeded" and report["names"][0] == "README.txt"
     assert "verify-lost.json" in report["text"] and "the server answered 500" in report["text"]
     assert "summary version 2 is not one this tab knows (1); update the extension" in report["text"]
@@ -287,3 +323,32 @@ def test_an_unreadable_or_newer_summary_is_named_and_the_others_are_shown(
         "zz-not-a-summary.json" in report["text"]
         and "it is not a summary this tab can read" in report["text"]
     )
+
+
+def test_a_refused_token_is_reported_in_the_tab(page) -> None:  # type: ignore[no-untyped-def]
+    refused = "Failed to load resource: the server responded with a status of 401"
+    report, server = page([], token="another-token", height=400, expected_error=refused)
+    assert report["loaded"] == "succeeded"
+    assert "The provenance of this run could not be loaded: TF400813: not authorized" in report["text"]
+    listings = [r for r in server.requests if r.path == LIST]
+    assert len(listings) == 2  # the API client asks for a fresh token once, then gives up
+
+
+def test_a_gate_lists_the_artifacts_that_changed(
+    page, tmp_path: Path, key_files, capsys: pytest.CaptureFixture[str]
+) -> None:  # type: ignore[no-untyped-def]
+    private, public = key_files["ecdsa-p256"]
+    drop = tmp_path / "drop"
+    (drop / "bin").mkdir(parents=True)
+    for index in range(205):
+        (drop / "bin" / f"part-{index:03d}.bin").write_bytes(b"built %d" % index)
+    generate(tmp_path / "g", drop, private, capsys)
+    for index in range(203):
+        (drop / "bin" / f"part-{index:03d}.bin").write_bytes(b"tampered %d" % index)
+    summary = verify(tmp_path / "v", drop, public, "refs/heads/main", capsys)
+    report, _ = page([summary], height=1400)
+    artifacts = next(row for row in report["checks"] if row[0] == "(9)")
+    assert artifacts[1:4] == ["artifacts", "Failed", "2 of 205 artifacts are subjects"]
+    assert "Failed artifacts (203 of 205)" in report["text"]
+    assert "(9) subject: bin/part-000.bin sha256 got " in report["text"]
+    assert "and 3 more: the step's log lists every one" in report["text"]

@@ -81,9 +81,11 @@ def attach_generate(run: AgentRun, result: GenerateResult) -> None:
                 "name": image.reference.name,
                 "digest": image.manifest.digest,
                 "referrers": [
-                    {"digest": a.referrer.digest, "tagIndex": a.tag_index, "cosignTag": a.cosign_tag}
-                    if a.referrer
-                    else {"digest": "", "tagIndex": False, "cosignTag": a.cosign_tag}
+                    {
+                        "digest": a.referrer.digest if a.referrer else "",  # none: the cosign tag alone
+                        "tagIndex": a.tag_index,
+                        "cosignTag": a.cosign_tag,
+                    }
                     for a in result.attached
                     if a.image == image
                 ],

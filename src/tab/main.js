@@ -30,17 +30,18 @@ async function main() {
       root.replaceChildren(emptyState());
     } else {
       const token = await SDK.getAccessToken();
-      const loaded = await Promise.all(attachments.map((a) => fetchSummary(a, token)));
+      const server = new URL(await client.getRootPath()).origin;
+      const loaded = await Promise.all(attachments.map((a) => fetchSummary(a, token, server)));
       performance.mark("provenance-fetched");
       root.replaceChildren(...loaded.map(card));
       performance.mark("provenance-rendered");
     }
-    SDK.notifyLoadSucceeded();
   } catch (error) {
     root.replaceChildren(el("p", { className: "notice error", text: `The provenance of this run could not be loaded: ${messageOf(error)}` }));
-    SDK.notifyLoadFailed(messageOf(error));
   }
-  SDK.resize();
+  // Loaded either way: the page says itself what went wrong, which the host's generic error would hide.
+  SDK.notifyLoadSucceeded();
+  new ResizeObserver(() => SDK.resize()).observe(document.body);  // the frame follows a filtered list
 }
 
 async function currentRun() {
@@ -53,10 +54,13 @@ async function currentRun() {
   return { project: project.id || project.name, buildId };
 }
 
-async function fetchSummary(attachment, token) {
+async function fetchSummary(attachment, token, server) {
   const name = String(attachment.name);
   try {
-    const response = await fetch(attachment._links.self.href, { headers: { Authorization: `Bearer ${token}`, Accept: "application/json" } });
+    const href = new URL(attachment._links.self.href);
+    // The token is the user's: it goes only to the server that listed the attachment.
+    if (href.origin !== server) return { attachment: name, error: `its address is not on ${server}` };
+    const response = await fetch(href, { headers: { Authorization: `Bearer ${token}`, Accept: "application/json" } });
     if (!response.ok) return { attachment: name, error: `the server answered ${response.status} ${response.statusText}` };
     return { attachment: name, summary: JSON.parse(await response.text()) };
   } catch (error) {
@@ -75,7 +79,7 @@ function card({ attachment, summary, error }) {
 }
 
 function emptyState() {
-  const yaml = "- task: SlsaProvenance@1\n  inputs:\n    dropFolder: $(Build.ArtifactStagingDirectory)\n    keyVaultKey: https://VAULT.vault.azure.net/keys/KEY";
+  const yaml = "- task: SlsaProvenance@1\n  inputs:\n    azureSubscription: key-vault-connection\n    keyVaultKey: https://VAULT.vault.azure.net/keys/KEY";
   return el("section", { className: "empty" },
     el("h2", { text: "No provenance in this run" }),
     el("p", { text: "Add the SlsaProvenance@1 step after the build (and sbom-tool) to attest the drop; what it attested, and what each deployment gate verified, appears here." }),

@@ -4,6 +4,7 @@ import { copyButton, el, facts, link, name, section } from "./dom.js";
 import { subjectList } from "./subjects.js";
 
 export const SCHEMA_VERSION = 1;
+const FAILURES_SHOWN = 200;
 
 const SIGNERS = { keyVault: "Azure Key Vault key", localKey: "Local key (SHA-256 of its public key)", unsigned: "Unsigned" };
 const STATUS = { passed: "Passed", failed: "Failed", "not checked": "Not checked", "not reached": "Not reached" };
@@ -73,7 +74,8 @@ function verifyBody(summary) {
     summary.sboms && sbomSection(summary.sboms),
     verifiedImages(summary.images || []),
     failed.length > 0 && section(`Failed artifacts (${artifacts.failed.toLocaleString("en-US")} of ${artifacts.total.toLocaleString("en-US")})`,
-      el("ul", { className: "failures" }, failed.slice(0, 200).map((a) => el("li", {}, name(a.name), el("div", { className: "detail", text: a.error }))))),
+      el("ul", { className: "failures" }, failed.slice(0, FAILURES_SHOWN).map((a) => el("li", {}, name(a.name), el("div", { className: "detail", text: a.error })))),
+      failed.length > FAILURES_SHOWN && el("p", { className: "muted", text: `and ${(failed.length - FAILURES_SHOWN).toLocaleString("en-US")} more: the step's log lists every one` })),
     artifacts.total > 0 && section(`Artifacts (${artifacts.total.toLocaleString("en-US")})`, subjectList(artifacts.listed, { total: artifacts.total, what: "artifacts" })),
   ].filter(Boolean);
 }

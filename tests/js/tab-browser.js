@@ -25,7 +25,8 @@ async function main(config) {
     page.on('console', (message) => { if (message.type() === 'error') report.consoleErrors.push(message.text()); });
     page.on('pageerror', (error) => report.consoleErrors.push(String(error)));
     await page.goto(config.url);
-    await page.waitForFunction(() => window.host && window.host.loaded !== '', null, { timeout: 20000 });
+    await page.waitForFunction(() => window.host && window.host.loaded !== '', null, { timeout: 20000 })
+      .catch((error) => { throw new Error(`${error.message}; the page logged: ${JSON.stringify(report.consoleErrors)}`); });
     const frame = page.frame({ url: /\/tab\/tab\.html$/ });
     report.loaded = await page.evaluate(() => window.host.loaded);
     report.calls = await page.evaluate(() => window.host.calls);
@@ -75,6 +76,8 @@ async function main(config) {
       report.copyLabel = await frame.evaluate(() => document.querySelector('.row button.copy').textContent);
       report.clipboard = await frame.evaluate(() => navigator.clipboard.readText());
     }
+    await frame.evaluate(() => new Promise((resolve) => requestAnimationFrame(() => requestAnimationFrame(resolve))));
+    report.calls = await page.evaluate(() => window.host.calls);
     await page.screenshot({ path: config.screenshot, fullPage: config.fullPage !== false });
   } finally {
     await context.close();
