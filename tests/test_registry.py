@@ -788,3 +788,39 @@ def test_a_redirect_to_plain_http_is_refused(  # type: ignore[no-untyped-def]
         server.server_close()
     assert code == 1, out
     assert f"redirected to the plain-HTTP URL {plain}/v2/{repo}/referrers/{digest}" in err, err
+
+
+@pytest.mark.parametrize(
+    ("where", "agent"),
+    [
+        ("a shell", {}),
+        ("a shell with TF_BUILD=True", {"TF_BUILD": "True"}),
+        (
+            "an agent",
+            {"TF_BUILD": "True", "ENDPOINT_URL_SYSTEMVSSCONNECTION": "https://dev.azure.com/contoso/"},
+        ),
+    ],
+    ids=["shell", "TF_BUILD alone", "agent"],
+)
+def test_a_docker_password_is_masked_under_an_agent_and_printed_nowhere_else(  # type: ignore[no-untyped-def]
+    acr: AzureStack, registry: DockerRegistry, key_files, tmp_path: Path, where: str, agent: dict[str, str]
+) -> None:
+    """`task.setsecret` makes the agent mask a value; printed anywhere else it only shows the password.
+    TF_BUILD alone (which any shell or other CI may set) is not an agent."""
+    repo = repository()
+    digest = registry.push_image(repo)
+    registry.tokens.logins["builder"] = "s3cret-password"
+    config = tmp_path / "docker"
+    config.mkdir()
+    login = base64.b64encode(b"builder:s3cret-password").decode()
+    (config / "config.json").write_text(json.dumps({"auths": {f"https://{registry.host}": {"auth": login}}}))
+    unset = {"TF_BUILD", "ENDPOINT_URL_SYSTEMVSSCONNECTION", "INPUT_AZURESUBSCRIPTION"}
+    env = {**{k: v for k, v in acr.env.items() if k not in unset}, **agent, "DOCKER_CONFIG": str(config)}
+    image = f"{registry.host}/{repo}@{digest}"
+    signer = f"file:{key_files['ecdsa-p256'][0]}"
+    args = ["--image", image, "--attach", "--pipeline-file", "ci.yml", "--no-server-confirmation"]
+    run = run_cli("generate", "--signer", signer, *args, "--output-dir", tmp_path / "o", env=env)
+    assert run.returncode == 0, run.stderr
+    masked = "##vso[task.setsecret]s3cret-password"
+    assert (masked in run.stdout.splitlines()) == (where == "an agent"), run.stdout
+    assert "s3cret-password" not in run.stdout.replace(masked, "") + run.stderr
