@@ -317,9 +317,8 @@ def test_a_pull_only_identity_cannot_attach_and_is_told_to_get_acrpush(  # type:
     assert f"##vso[task.setsecret]{exchange['access_token']}" in out  # masked before any other use
 
 
-def test_docker_login_and_credential_helper_authenticate_without_a_service_connection(  # type: ignore[no-untyped-def]
-    acr: AzureStack, registry: DockerRegistry, key_files, tmp_path: Path
-) -> None:
+def docker_login_to(registry: DockerRegistry, tmp_path: Path) -> tuple[str, str, Path]:
+    """A new image, and a docker config folder logging in to its registry as builder / s3cret-password."""
     repo = repository()
     digest = registry.push_image(repo)
     registry.tokens.logins["builder"] = "s3cret-password"
@@ -327,6 +326,13 @@ def test_docker_login_and_credential_helper_authenticate_without_a_service_conne
     config.mkdir()
     login = base64.b64encode(b"builder:s3cret-password").decode()
     (config / "config.json").write_text(json.dumps({"auths": {f"https://{registry.host}": {"auth": login}}}))
+    return repo, digest, config
+
+
+def test_docker_login_and_credential_helper_authenticate_without_a_service_connection(  # type: ignore[no-untyped-def]
+    acr: AzureStack, registry: DockerRegistry, key_files, tmp_path: Path
+) -> None:
+    repo, digest, config = docker_login_to(registry, tmp_path)
     env = {k: v for k, v in acr.env.items() if k != "INPUT_AZURESUBSCRIPTION"}
     image = f"{registry.host}/{repo}@{digest}"
     base = ["generate", "--signer", f"file:{key_files['ecdsa-p256'][0]}", "--image", image, "--attach"]
@@ -807,13 +813,7 @@ def test_a_docker_password_is_masked_under_an_agent_and_printed_nowhere_else(  #
 ) -> None:
     """`task.setsecret` makes the agent mask a value; printed anywhere else it only shows the password.
     TF_BUILD alone (which any shell or other CI may set) is not an agent."""
-    repo = repository()
-    digest = registry.push_image(repo)
-    registry.tokens.logins["builder"] = "s3cret-password"
-    config = tmp_path / "docker"
-    config.mkdir()
-    login = base64.b64encode(b"builder:s3cret-password").decode()
-    (config / "config.json").write_text(json.dumps({"auths": {f"https://{registry.host}": {"auth": login}}}))
+    repo, digest, config = docker_login_to(registry, tmp_path)
     unset = {"TF_BUILD", "ENDPOINT_URL_SYSTEMVSSCONNECTION", "INPUT_AZURESUBSCRIPTION"}
     env = {**{k: v for k, v in acr.env.items() if k not in unset}, **agent, "DOCKER_CONFIG": str(config)}
     image = f"{registry.host}/{repo}@{digest}"
