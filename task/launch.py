@@ -15,9 +15,11 @@ unpack the payload again.
 
 Jobs of other pipelines may share the cache (self-hosted agents with one tools folder, one user), so
 nothing in it is trusted beyond the manifest: the folders go on sys.path after the standard library
-(index.js starts Python with -I -S: no site-packages either), and their modules are compiled from
-the checked sources on every run, since a `.pyc` beside them (an unchecked hash-based one above all)
-would run without its source being read. No bytecode is written into the cache either.
+(index.js starts Python with -I -S: no site-packages either), and their modules are compiled on
+every run from the bytes read, once those match the manifest, since a `.pyc` beside them (an
+unchecked hash-based one above all) would run without its source being read. No bytecode is
+written into the cache either. (Compiled extension modules are loaded by path: checked with the
+rest before the import, not at it.)
 """
 
 from __future__ import annotations
@@ -136,8 +138,9 @@ def unpack(archive: Path, files: dict[str, str], destination: Path) -> None:
         raise LaunchError(f"{archive.name} lacks {sorted(set(files) - written)[0]}; {REINSTALL}")
 
 
-def ensure(name: str, roots: list[str] | None = None) -> Path:
-    """The folder holding payload NAME, unpacked and checked (only under roots, when given)."""
+def ensure(name: str, roots: list[str] | None = None) -> tuple[Path, dict[str, str]]:
+    """The folder holding payload NAME, unpacked and checked (only under roots, when given), and the
+    manifest's digest of each file checked there, by its full path."""
     manifest = json.loads((LIB / f"{name}.json").read_text(encoding="utf-8"))
     files: dict[str, str] = manifest["files"]
     checked = roots if roots is not None else [""]
@@ -147,7 +150,7 @@ def ensure(name: str, roots: list[str] | None = None) -> Path:
     if folder.is_dir() or folder.is_symlink():
         reason = changed(folder, selected, checked)
         if reason is None:
-            return folder
+            return folder, {str(folder / name): digest for name, digest in selected.items()}
         issue(
             "warning", f"the cached {folder} differs from the task's payload ({reason}); unpacking it again"
         )
@@ -169,23 +172,31 @@ def ensure(name: str, roots: list[str] | None = None) -> Path:
             raise
     finally:
         shutil.rmtree(temporary, ignore_errors=True)
-    return folder
+    return folder, {str(folder / name): digest for name, digest in selected.items()}
 
 
-class SourceOnlyLoader(importlib.machinery.SourceFileLoader):
-    """Compiles the checked source on every import: no bytecode is read from beside it or written there."""
+class CheckedSourceLoader(importlib.machinery.SourceFileLoader):
+    """Compiles the source it has read, once those bytes are the manifest's: no bytecode is read from
+    beside it or written there, and a file swapped after the cache was checked is refused."""
+
+    digests: dict[str, str] = {}
 
     def get_code(self, fullname: str) -> CodeType:
         path = self.get_filename(fullname)
-        return self.source_to_code(self.get_data(path), path)
+        source = self.get_data(path)
+        if hashlib.sha256(source).hexdigest() != self.digests.get(path):
+            raise ImportError(f"{path} changed after the task's cache was checked; run the step again")
+        return self.source_to_code(source, path)
 
 
-def import_from(folders: list[Path]) -> None:
-    """Put folders on sys.path after the standard library, their modules loaded by SourceOnlyLoader."""
+def import_from(folders: list[Path], digests: dict[str, str]) -> None:
+    """Put folders on sys.path after the standard library, their modules loaded by CheckedSourceLoader
+    against digests (the manifest's, by full path)."""
+    CheckedSourceLoader.digests = digests
     roots = tuple(str(folder) for folder in folders)
     finder = importlib.machinery.FileFinder.path_hook(
         (importlib.machinery.ExtensionFileLoader, importlib.machinery.EXTENSION_SUFFIXES),
-        (SourceOnlyLoader, importlib.machinery.SOURCE_SUFFIXES),
+        (CheckedSourceLoader, importlib.machinery.SOURCE_SUFFIXES),
     )
 
     def in_cache(entry: str) -> importlib.abc.PathEntryFinder:
@@ -212,12 +223,12 @@ def main() -> int:
             raise LaunchError(
                 f"SlsaProvenance@1 ships no dependencies for {target()}; supported: {supported}"
             )
-        compiled = ensure(target().rsplit("-", 1)[0], folders)
-        common = ensure("common")
+        compiled, compiled_digests = ensure(target().rsplit("-", 1)[0], folders)
+        common, common_digests = ensure("common")
     except (LaunchError, OSError) as error:
         issue("error", str(error))
         return 0
-    import_from([compiled / folder for folder in folders] + [common])
+    import_from([compiled / folder for folder in folders] + [common], compiled_digests | common_digests)
     from slsa_provenance.cli import main as cli
 
     return cli(sys.argv[1:])

@@ -3,6 +3,8 @@ cache the real node entry unpacks into (concurrent jobs, a tampered cache, a tam
 
 from __future__ import annotations
 
+import hashlib
+import importlib.util
 import json
 import os
 import py_compile
@@ -376,3 +378,34 @@ def test_file_names_in_the_cache_cannot_write_commands(
     assert not [line for line in again.stdout.splitlines() if line.startswith("##vso[task.complete")][1:]
     assert "forged" not in completion(again.stdout)
     assert any("x%0A##vso\u200b[task.complete result=Succeeded]forged" in w for w in warnings_of(again))
+
+
+def test_a_source_swapped_after_the_cache_was_checked_is_refused_at_import(
+    extension: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The check and the import are two moments: a job sharing the cache could swap a file between
+    them. launch.py compiles the bytes it read only when they are the manifest's."""
+    spec = importlib.util.spec_from_file_location("launch_under_test", extension / TASK / "launch.py")
+    assert spec and spec.loader
+    launch = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(launch)
+    monkeypatch.setattr(sys, "path", list(sys.path))
+    monkeypatch.setattr(sys, "path_hooks", list(sys.path_hooks))
+    monkeypatch.setattr(sys, "dont_write_bytecode", False)
+    folder = tmp_path / "common-0123456789abcdef"
+    folder.mkdir()
+    checked, swapped = b"ANSWER = 42\n", b"ANSWER = 'swapped'\n"
+    (folder / "checked_module.py").write_bytes(checked)
+    (folder / "swapped_module.py").write_bytes(swapped)
+    digest = hashlib.sha256(checked).hexdigest()
+    launch.import_from([folder], {str(folder / f"{n}_module.py"): digest for n in ("checked", "swapped")})
+    try:
+        assert importlib.import_module("checked_module").ANSWER == 42
+        with pytest.raises(
+            ImportError, match=r"swapped_module\.py changed after the task's cache was checked"
+        ):
+            importlib.import_module("swapped_module")
+    finally:
+        sys.modules.pop("checked_module", None)
+        sys.path_importer_cache.clear()
+    assert not (folder / "__pycache__").exists()
