@@ -157,7 +157,7 @@ def ensure(name: str, roots: list[str] | None = None) -> tuple[Path, dict[str, s
         stale = root / f".stale-{uuid.uuid4().hex}"
         try:
             folder.rename(stale)
-            shutil.rmtree(stale, ignore_errors=True)
+            stale.unlink() if stale.is_symlink() else shutil.rmtree(stale, ignore_errors=True)
         except OSError:  # in use by another job (Windows): this run unpacks a private copy
             folder = root / f"{folder.name}-{uuid.uuid4().hex[:8]}"
     archive = LIB / manifest["archive"]

@@ -409,3 +409,22 @@ def test_a_source_swapped_after_the_cache_was_checked_is_refused_at_import(
         sys.modules.pop("checked_module", None)
         sys.path_importer_cache.clear()
     assert not (folder / "__pycache__").exists()
+
+
+def test_a_cached_folder_that_is_a_link_is_unpacked_afresh(
+    extension: Path, drop: Path, tmp_path: Path, key_files
+) -> None:  # type: ignore[no-untyped-def]
+    """The payload's folder itself swapped for a link to a copy another job controls (whole now,
+    changed later): refused, and the link removed."""
+    env, common = warm_cache(extension, drop, tmp_path, key_files["ed25519"][0])
+    elsewhere = tmp_path / "elsewhere"
+    common.rename(elsewhere)
+    common.symlink_to(elsewhere, target_is_directory=True)
+    again = run_step(extension, env)
+    assert succeeded(again), again.stdout + again.stderr
+    reason = f"{common.name} is a symbolic link"
+    assert any(
+        f"the cached {common} differs from the task's payload ({reason})" in w for w in warnings_of(again)
+    )
+    assert common.is_dir() and not common.is_symlink()
+    assert not [p for p in cached(tmp_path) if p.is_symlink()]

@@ -236,3 +236,17 @@ def test_names_the_entry_prints_cannot_write_commands(extension: Path, drop: Pat
     message = completion(result.stdout).removeprefix("##vso[task.complete result=Failed]")
     assert "x##vso\u200b[task.complete result=Succeeded]forged" in message
     assert "##vso[" not in message
+
+
+def test_the_interpreter_s_path_is_printed_neutralised(extension: Path, drop: Path, tmp_path: Path) -> None:
+    """The step names the Python it runs on: a tool cache under a folder holding `##vso[` stays text."""
+    own = Path(os.path.realpath(sys.executable))
+    tools, dirs = in_tool_cache(
+        tmp_path / "x##vso[task.complete result=Failed]forged", [(version_of(own), own)]
+    )
+    result = run_with(extension, tmp_path, drop, tools, dirs)
+    assert completion(result.stdout).startswith("##vso[task.complete result=Succeeded]"), (
+        result.stdout + result.stderr
+    )
+    assert f"Python {version_of(own)} at {tools}" in result.stdout.replace("\u200b", "")
+    assert "##vso[task.complete result=Failed]forged" not in result.stdout

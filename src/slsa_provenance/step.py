@@ -49,7 +49,7 @@ class Inputs:
 def main(env: Mapping[str, str] | None = None) -> int:
     """Run the step; always 0, the result goes to the agent as `task.complete`."""
     inputs = Inputs(os.environ if env is None else env)
-    print(f"Python {sys.version.split()[0]} at {sys.executable}")
+    print(vso.neutralize(f"Python {sys.version.split()[0]} at {sys.executable}"))  # a tools path of any name
     try:
         command = inputs.get("command", "generate")
         if command == "generate":
