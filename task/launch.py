@@ -18,8 +18,8 @@ nothing in it is trusted beyond the manifest: the folders go on sys.path after t
 (index.js starts Python with -I -S: no site-packages either), and their modules are compiled on
 every run from the bytes read, once those match the manifest, since a `.pyc` beside them (an
 unchecked hash-based one above all) would run without its source being read. No bytecode is
-written into the cache either. (Compiled extension modules are loaded by path: checked with the
-rest before the import, not at it.)
+written into the cache either. Compiled extension modules load only if the manifest lists them;
+the system loads them by path, so their bytes are checked with the rest, before the import.
 """
 
 from __future__ import annotations
@@ -35,8 +35,9 @@ import sys
 import tarfile
 import tempfile
 import uuid
+from importlib.machinery import ModuleSpec
 from pathlib import Path
-from types import CodeType
+from types import CodeType, ModuleType
 
 HERE = Path(__file__).resolve().parent
 LIB = HERE / "lib"
@@ -175,27 +176,40 @@ def ensure(name: str, roots: list[str] | None = None) -> tuple[Path, dict[str, s
     return folder, {str(folder / name): digest for name, digest in selected.items()}
 
 
+# The manifest's digest of every file checked in the cache, by full path: what the loaders may load.
+LISTED: dict[str, str] = {}
+
+
 class CheckedSourceLoader(importlib.machinery.SourceFileLoader):
     """Compiles the source it has read, once those bytes are the manifest's: no bytecode is read from
     beside it or written there, and a file swapped after the cache was checked is refused."""
 
-    digests: dict[str, str] = {}
-
     def get_code(self, fullname: str) -> CodeType:
         path = self.get_filename(fullname)
         source = self.get_data(path)
-        if hashlib.sha256(source).hexdigest() != self.digests.get(path):
+        if hashlib.sha256(source).hexdigest() != LISTED.get(path):
             raise ImportError(f"{path} changed after the task's cache was checked; run the step again")
         return self.source_to_code(source, path)
 
 
+class ListedExtensionLoader(importlib.machinery.ExtensionFileLoader):
+    """Loads a compiled module only if the manifest lists it (a file added after the check is refused;
+    the system loads it by path, so its bytes were checked with the rest, before the import)."""
+
+    def create_module(self, spec: ModuleSpec) -> ModuleType:
+        if self.path not in LISTED:
+            raise ImportError(f"{self.path} is not part of the task's payload")
+        return super().create_module(spec)
+
+
 def import_from(folders: list[Path], digests: dict[str, str]) -> None:
-    """Put folders on sys.path after the standard library, their modules loaded by CheckedSourceLoader
+    """Put folders on sys.path after the standard library, their modules loaded by the loaders above
     against digests (the manifest's, by full path)."""
-    CheckedSourceLoader.digests = digests
+    LISTED.clear()
+    LISTED.update(digests)
     roots = tuple(str(folder) for folder in folders)
     finder = importlib.machinery.FileFinder.path_hook(
-        (importlib.machinery.ExtensionFileLoader, importlib.machinery.EXTENSION_SUFFIXES),
+        (ListedExtensionLoader, importlib.machinery.EXTENSION_SUFFIXES),
         (CheckedSourceLoader, importlib.machinery.SOURCE_SUFFIXES),
     )
 

@@ -15,6 +15,7 @@ import sys
 import tarfile
 import threading
 from pathlib import Path
+from typing import Any
 
 import pytest
 from build import BUDGET, size_report
@@ -380,15 +381,21 @@ def test_file_names_in_the_cache_cannot_write_commands(
     assert any("x%0A##vso\u200b[task.complete result=Succeeded]forged" in w for w in warnings_of(again))
 
 
+def launch_module(extension: Path) -> Any:
+    """The packaged launch.py, imported as a module (its loaders are what the step imports through)."""
+    spec = importlib.util.spec_from_file_location("launch_under_test", extension / TASK / "launch.py")
+    assert spec and spec.loader
+    launch = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(launch)
+    return launch
+
+
 def test_a_source_swapped_after_the_cache_was_checked_is_refused_at_import(
     extension: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """The check and the import are two moments: a job sharing the cache could swap a file between
     them. launch.py compiles the bytes it read only when they are the manifest's."""
-    spec = importlib.util.spec_from_file_location("launch_under_test", extension / TASK / "launch.py")
-    assert spec and spec.loader
-    launch = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(launch)
+    launch = launch_module(extension)
     monkeypatch.setattr(sys, "path", list(sys.path))
     monkeypatch.setattr(sys, "path_hooks", list(sys.path_hooks))
     monkeypatch.setattr(sys, "dont_write_bytecode", False)
@@ -428,3 +435,31 @@ def test_a_cached_folder_that_is_a_link_is_unpacked_afresh(
     )
     assert common.is_dir() and not common.is_symlink()
     assert not [p for p in cached(tmp_path) if p.is_symlink()]
+
+
+def test_a_compiled_module_added_after_the_cache_was_checked_is_refused_at_import(
+    extension: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A compiled module dropped into a checked folder (for a name some library imports if it can):
+    loaded only when the manifest lists it."""
+    native = next((REPO / "src" / "slsa_provenance" / "provenance").glob("_sha256x16*.so"), None)
+    if native is None:
+        pytest.skip("no built _sha256x16 module in src/ (make .venv/.installed builds it)")
+    launch = launch_module(extension)
+    monkeypatch.setattr(sys, "path", list(sys.path))
+    monkeypatch.setattr(sys, "path_hooks", list(sys.path_hooks))
+    listed, added = tmp_path / "listed", tmp_path / "added"
+    for folder in (listed, added):
+        folder.mkdir()
+        shutil.copy(native, folder / native.name)
+    launch.import_from([added], {})
+    try:
+        with pytest.raises(ImportError, match=rf"{re.escape(native.name)} is not part of the task's payload"):
+            importlib.import_module("_sha256x16")
+        sys.path_importer_cache.clear()
+        launch.import_from([listed], {str(listed / native.name): "checked before the import"})
+        sys.path.remove(str(added))
+        assert importlib.import_module("_sha256x16").__file__ == str(listed / native.name)
+    finally:
+        sys.modules.pop("_sha256x16", None)
+        sys.path_importer_cache.clear()
