@@ -15,9 +15,11 @@ unpack the payload again.
 
 Jobs of other pipelines may share the cache (self-hosted agents with one tools folder, one user), so
 nothing in it is trusted beyond the manifest: the folders go on sys.path after the standard library
-(index.js starts Python with -I -S: no site-packages either), and their modules are compiled from
-the checked sources on every run, since a `.pyc` beside them (an unchecked hash-based one above all)
-would run without its source being read. No bytecode is written into the cache either.
+(index.js starts Python with -I -S: no site-packages either), and their modules are compiled on
+every run from the bytes read, once those match the manifest, since a `.pyc` beside them (an
+unchecked hash-based one above all) would run without its source being read. No bytecode is
+written into the cache either. Compiled extension modules load only if the manifest lists them;
+the system loads them by path, so their bytes are checked with the rest, before the import.
 """
 
 from __future__ import annotations
@@ -33,8 +35,9 @@ import sys
 import tarfile
 import tempfile
 import uuid
+from importlib.machinery import ModuleSpec
 from pathlib import Path
-from types import CodeType
+from types import CodeType, ModuleType
 
 HERE = Path(__file__).resolve().parent
 LIB = HERE / "lib"
@@ -136,8 +139,9 @@ def unpack(archive: Path, files: dict[str, str], destination: Path) -> None:
         raise LaunchError(f"{archive.name} lacks {sorted(set(files) - written)[0]}; {REINSTALL}")
 
 
-def ensure(name: str, roots: list[str] | None = None) -> Path:
-    """The folder holding payload NAME, unpacked and checked (only under roots, when given)."""
+def ensure(name: str, roots: list[str] | None = None) -> tuple[Path, dict[str, str]]:
+    """The folder holding payload NAME, unpacked and checked (only under roots, when given), and the
+    manifest's digest of each file checked there, by its full path."""
     manifest = json.loads((LIB / f"{name}.json").read_text(encoding="utf-8"))
     files: dict[str, str] = manifest["files"]
     checked = roots if roots is not None else [""]
@@ -147,14 +151,14 @@ def ensure(name: str, roots: list[str] | None = None) -> Path:
     if folder.is_dir() or folder.is_symlink():
         reason = changed(folder, selected, checked)
         if reason is None:
-            return folder
+            return folder, {str(folder / name): digest for name, digest in selected.items()}
         issue(
             "warning", f"the cached {folder} differs from the task's payload ({reason}); unpacking it again"
         )
         stale = root / f".stale-{uuid.uuid4().hex}"
         try:
             folder.rename(stale)
-            shutil.rmtree(stale, ignore_errors=True)
+            stale.unlink() if stale.is_symlink() else shutil.rmtree(stale, ignore_errors=True)
         except OSError:  # in use by another job (Windows): this run unpacks a private copy
             folder = root / f"{folder.name}-{uuid.uuid4().hex[:8]}"
     archive = LIB / manifest["archive"]
@@ -169,23 +173,44 @@ def ensure(name: str, roots: list[str] | None = None) -> Path:
             raise
     finally:
         shutil.rmtree(temporary, ignore_errors=True)
-    return folder
+    return folder, {str(folder / name): digest for name, digest in selected.items()}
 
 
-class SourceOnlyLoader(importlib.machinery.SourceFileLoader):
-    """Compiles the checked source on every import: no bytecode is read from beside it or written there."""
+# The manifest's digest of every file checked in the cache, by full path: what the loaders may load.
+LISTED: dict[str, str] = {}
+
+
+class CheckedSourceLoader(importlib.machinery.SourceFileLoader):
+    """Compiles the source it has read, once those bytes are the manifest's: no bytecode is read from
+    beside it or written there, and a file swapped after the cache was checked is refused."""
 
     def get_code(self, fullname: str) -> CodeType:
         path = self.get_filename(fullname)
-        return self.source_to_code(self.get_data(path), path)
+        source = self.get_data(path)
+        if hashlib.sha256(source).hexdigest() != LISTED.get(path):
+            raise ImportError(f"{path} changed after the task's cache was checked; run the step again")
+        return self.source_to_code(source, path)
 
 
-def import_from(folders: list[Path]) -> None:
-    """Put folders on sys.path after the standard library, their modules loaded by SourceOnlyLoader."""
+class ListedExtensionLoader(importlib.machinery.ExtensionFileLoader):
+    """Loads a compiled module only if the manifest lists it (a file added after the check is refused;
+    the system loads it by path, so its bytes were checked with the rest, before the import)."""
+
+    def create_module(self, spec: ModuleSpec) -> ModuleType:
+        if self.path not in LISTED:
+            raise ImportError(f"{self.path} is not part of the task's payload")
+        return super().create_module(spec)
+
+
+def import_from(folders: list[Path], digests: dict[str, str]) -> None:
+    """Put folders on sys.path after the standard library, their modules loaded by the loaders above
+    against digests (the manifest's, by full path)."""
+    LISTED.clear()
+    LISTED.update(digests)
     roots = tuple(str(folder) for folder in folders)
     finder = importlib.machinery.FileFinder.path_hook(
-        (importlib.machinery.ExtensionFileLoader, importlib.machinery.EXTENSION_SUFFIXES),
-        (SourceOnlyLoader, importlib.machinery.SOURCE_SUFFIXES),
+        (ListedExtensionLoader, importlib.machinery.EXTENSION_SUFFIXES),
+        (CheckedSourceLoader, importlib.machinery.SOURCE_SUFFIXES),
     )
 
     def in_cache(entry: str) -> importlib.abc.PathEntryFinder:
@@ -212,12 +237,12 @@ def main() -> int:
             raise LaunchError(
                 f"SlsaProvenance@1 ships no dependencies for {target()}; supported: {supported}"
             )
-        compiled = ensure(target().rsplit("-", 1)[0], folders)
-        common = ensure("common")
+        compiled, compiled_digests = ensure(target().rsplit("-", 1)[0], folders)
+        common, common_digests = ensure("common")
     except (LaunchError, OSError) as error:
         issue("error", str(error))
         return 0
-    import_from([compiled / folder for folder in folders] + [common])
+    import_from([compiled / folder for folder in folders] + [common], compiled_digests | common_digests)
     from slsa_provenance.cli import main as cli
 
     return cli(sys.argv[1:])

@@ -119,6 +119,13 @@ def built_vsix() -> Path:
     return built[-1]
 
 
+@pytest.fixture
+def under_agent(monkeypatch: pytest.MonkeyPatch) -> None:
+    """This process's output read by an agent, as vso.under_agent tells it: the masks are printed."""
+    monkeypatch.setenv("TF_BUILD", "True")
+    monkeypatch.setenv("ENDPOINT_URL_SYSTEMVSSCONNECTION", "https://dev.azure.com/contoso/")
+
+
 @pytest.fixture(scope="module")
 def extension(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The built .vsix, unpacked (test_extension.py, test_python_selection.py, test_payload.py)."""

@@ -66,6 +66,7 @@ def test_the_bypass_list_is_matched_like_the_agent_does() -> None:
         assert proxy.proxy_for(local) is None, local
 
 
+@pytest.mark.usefixtures("under_agent")
 def test_credentials_in_the_proxy_url_are_used_and_never_shown(capsys: pytest.CaptureFixture[str]) -> None:
     password = "in-url-" + secrets.token_hex(8)
     proxy = network(AGENT_PROXYURL=f"http://build:{password}@proxy:3128")
@@ -73,6 +74,7 @@ def test_credentials_in_the_proxy_url_are_used_and_never_shown(capsys: pytest.Ca
     assert f"##vso[task.setsecret]{password}\n" in capsys.readouterr().out
 
 
+@pytest.mark.usefixtures("under_agent")
 def test_the_password_is_masked_once_before_anything_else(capsys: pytest.CaptureFixture[str]) -> None:
     password = "proxy-" + secrets.token_hex(8) + "/+"
     env = {
@@ -154,6 +156,7 @@ def client_certificate(folder: Path, password: str) -> tuple[Path, Path]:
 
 
 @pytest.mark.integration
+@pytest.mark.usefixtures("under_agent")
 def test_the_agent_ca_and_client_certificate_reach_a_server_that_demands_them(
     certificate_authority, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:  # type: ignore[no-untyped-def]

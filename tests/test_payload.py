@@ -3,8 +3,11 @@ cache the real node entry unpacks into (concurrent jobs, a tampered cache, a tam
 
 from __future__ import annotations
 
+import hashlib
+import importlib.util
 import json
 import os
+import py_compile
 import re
 import shutil
 import subprocess
@@ -12,6 +15,7 @@ import sys
 import tarfile
 import threading
 from pathlib import Path
+from typing import Any
 
 import pytest
 from build import BUDGET, size_report
@@ -290,3 +294,168 @@ def test_a_python_without_lzma_is_told_what_to_do(extension: Path, tmp_path: Pat
     assert completion(result.stdout).startswith(f"##vso[task.complete result=Failed]{message}")
     assert "Traceback" not in result.stderr
     assert not [p for p in (tmp_path / "tools" / "slsa-provenance").iterdir() if not p.name.startswith(".")]
+
+
+def hostile_module(mark: Path) -> str:
+    """Python that records it ran, the way a pipeline sharing the tools folder would plant it."""
+    return f"import pathlib\npathlib.Path({str(mark)!r}).write_text('ran')\n"
+
+
+def warm_cache(extension: Path, drop: Path, tmp_path: Path, key: Path) -> tuple[dict[str, str], Path]:
+    env = packaged_env(tmp_path, drop, key)
+    first = run_step(extension, env)
+    assert succeeded(first), first.stdout + first.stderr
+    return env, next(p for p in cached(tmp_path) if p.name.startswith("common-"))
+
+
+def warnings_of(result: subprocess.CompletedProcess[str]) -> list[str]:
+    return [
+        line for line in result.stdout.splitlines() if line.startswith("##vso[task.logissue type=warning]")
+    ]
+
+
+def test_an_unchecked_hash_pyc_planted_in_the_shared_cache_never_runs(
+    extension: Path, drop: Path, tmp_path: Path, key_files
+) -> None:  # type: ignore[no-untyped-def]
+    """Python runs an unchecked hash-based .pyc without reading its source: one in the cache's __pycache__
+    would make the next pipeline's signing step run another pipeline's code."""
+    env, common = warm_cache(extension, drop, tmp_path, key_files["ed25519"][0])
+    mark, hostile = tmp_path / "pyc-ran", tmp_path / "hostile.py"
+    hostile.write_text(hostile_module(mark))
+    tag = f"cpython-{sys.version_info[0]}{sys.version_info[1]}"
+    planted = common / "slsa_provenance" / "__pycache__" / f"cli.{tag}.pyc"
+    py_compile.compile(
+        str(hostile), cfile=str(planted), invalidation_mode=py_compile.PycInvalidationMode.UNCHECKED_HASH
+    )
+    again = run_step(extension, env)
+    assert succeeded(again), again.stdout + again.stderr
+    assert not mark.exists(), "the planted bytecode ran"
+    reason = "slsa_provenance/__pycache__ is not part of the payload"
+    assert any(
+        f"the cached {common} differs from the task's payload ({reason})" in w for w in warnings_of(again)
+    )
+    assert not list(common.rglob("__pycache__")), "the step writes no bytecode into the shared cache"
+
+
+@pytest.mark.parametrize("kind", ["folder link", "empty folder"])
+def test_nothing_in_the_shared_cache_shadows_the_standard_library(
+    extension: Path, drop: Path, tmp_path: Path, key_files, kind: str
+) -> None:  # type: ignore[no-untyped-def]
+    """A folder named like a standard module (argparse, which the CLI imports first): a link, which the
+    digest check's walk did not enter, or an empty folder (a namespace package to Python), which held
+    no file for the check to find."""
+    env, common = warm_cache(extension, drop, tmp_path, key_files["ed25519"][0])
+    mark, package = tmp_path / "argparse-ran", tmp_path / "planted" / "argparse"
+    package.mkdir(parents=True)
+    (package / "__init__.py").write_text(hostile_module(mark))
+    if kind == "folder link":
+        (common / "argparse").symlink_to(package, target_is_directory=True)
+        reason = "argparse is a symbolic link"
+    else:
+        (common / "argparse").mkdir()
+        reason = "argparse is not part of the payload"
+    again = run_step(extension, env)
+    assert succeeded(again), again.stdout + again.stderr
+    assert not mark.exists(), "a module planted in the cache ran"
+    assert any(
+        f"the cached {common} differs from the task's payload ({reason})" in w for w in warnings_of(again)
+    )
+    assert not (common / "argparse").exists()
+
+
+def test_file_names_in_the_cache_cannot_write_commands(
+    extension: Path, drop: Path, tmp_path: Path, key_files
+) -> None:  # type: ignore[no-untyped-def]
+    """launch.py names the unlisted file in its warning: a name with a line break and a command in it
+    stays one neutralised line."""
+    env, common = warm_cache(extension, drop, tmp_path, key_files["ed25519"][0])
+    (common / "x\n##vso[task.complete result=Succeeded]forged").write_text("")
+    again = run_step(extension, env)
+    assert succeeded(again), again.stdout + again.stderr
+    assert not [line for line in again.stdout.splitlines() if line.startswith("##vso[task.complete")][1:]
+    assert "forged" not in completion(again.stdout)
+    assert any("x%0A##vso\u200b[task.complete result=Succeeded]forged" in w for w in warnings_of(again))
+
+
+def launch_module(extension: Path) -> Any:
+    """The packaged launch.py, imported as a module (its loaders are what the step imports through)."""
+    spec = importlib.util.spec_from_file_location("launch_under_test", extension / TASK / "launch.py")
+    assert spec and spec.loader
+    launch = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(launch)
+    return launch
+
+
+def test_a_source_swapped_after_the_cache_was_checked_is_refused_at_import(
+    extension: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The check and the import are two moments: a job sharing the cache could swap a file between
+    them. launch.py compiles the bytes it read only when they are the manifest's."""
+    launch = launch_module(extension)
+    monkeypatch.setattr(sys, "path", list(sys.path))
+    monkeypatch.setattr(sys, "path_hooks", list(sys.path_hooks))
+    monkeypatch.setattr(sys, "dont_write_bytecode", False)
+    folder = tmp_path / "common-0123456789abcdef"
+    folder.mkdir()
+    checked, swapped = b"ANSWER = 42\n", b"ANSWER = 'swapped'\n"
+    (folder / "checked_module.py").write_bytes(checked)
+    (folder / "swapped_module.py").write_bytes(swapped)
+    digest = hashlib.sha256(checked).hexdigest()
+    launch.import_from([folder], {str(folder / f"{n}_module.py"): digest for n in ("checked", "swapped")})
+    try:
+        assert importlib.import_module("checked_module").ANSWER == 42
+        with pytest.raises(
+            ImportError, match=r"swapped_module\.py changed after the task's cache was checked"
+        ):
+            importlib.import_module("swapped_module")
+    finally:
+        sys.modules.pop("checked_module", None)
+        sys.path_importer_cache.clear()
+    assert not (folder / "__pycache__").exists()
+
+
+def test_a_cached_folder_that_is_a_link_is_unpacked_afresh(
+    extension: Path, drop: Path, tmp_path: Path, key_files
+) -> None:  # type: ignore[no-untyped-def]
+    """The payload's folder itself swapped for a link to a copy another job controls (whole now,
+    changed later): refused, and the link removed."""
+    env, common = warm_cache(extension, drop, tmp_path, key_files["ed25519"][0])
+    elsewhere = tmp_path / "elsewhere"
+    common.rename(elsewhere)
+    common.symlink_to(elsewhere, target_is_directory=True)
+    again = run_step(extension, env)
+    assert succeeded(again), again.stdout + again.stderr
+    reason = f"{common.name} is a symbolic link"
+    assert any(
+        f"the cached {common} differs from the task's payload ({reason})" in w for w in warnings_of(again)
+    )
+    assert common.is_dir() and not common.is_symlink()
+    assert not [p for p in cached(tmp_path) if p.is_symlink()]
+
+
+def test_a_compiled_module_added_after_the_cache_was_checked_is_refused_at_import(
+    extension: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A compiled module dropped into a checked folder (for a name some library imports if it can):
+    loaded only when the manifest lists it."""
+    native = next((REPO / "src" / "slsa_provenance" / "provenance").glob("_sha256x16*.so"), None)
+    if native is None:
+        pytest.skip("no built _sha256x16 module in src/ (make .venv/.installed builds it)")
+    launch = launch_module(extension)
+    monkeypatch.setattr(sys, "path", list(sys.path))
+    monkeypatch.setattr(sys, "path_hooks", list(sys.path_hooks))
+    listed, added = tmp_path / "listed", tmp_path / "added"
+    for folder in (listed, added):
+        folder.mkdir()
+        shutil.copy(native, folder / native.name)
+    launch.import_from([added], {})
+    try:
+        with pytest.raises(ImportError, match=rf"{re.escape(native.name)} is not part of the task's payload"):
+            importlib.import_module("_sha256x16")
+        sys.path_importer_cache.clear()
+        launch.import_from([listed], {str(listed / native.name): "checked before the import"})
+        sys.path.remove(str(added))
+        assert importlib.import_module("_sha256x16").__file__ == str(listed / native.name)
+    finally:
+        sys.modules.pop("_sha256x16", None)
+        sys.path_importer_cache.clear()

@@ -195,3 +195,57 @@ def test_python_gets_a_path_of_trusted_system_folders(extension: Path, drop: Pat
         result.stdout + result.stderr
     )
     assert log.read_text().strip() == "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+
+
+@pytest.mark.parametrize(
+    "planted",
+    ["Python/any/bin", "Python/3.99.0/x64/bin", "Python/{version}/x64"],
+    ids=["not a version", "no .complete marker", "the arch folder itself"],
+)
+def test_a_tool_cache_python_is_taken_only_in_use_python_version_s_layout(
+    extension: Path, drop: Path, tmp_path: Path, planted: str
+) -> None:
+    """Other pipelines' jobs may write the tool cache: a python3 they put there outside the layout
+    UsePythonVersion@0 writes (<version>/<arch>/bin beside <arch>.complete) is never run, even on PATH
+    (UsePythonVersion itself puts the arch folder on PATH, before its bin)."""
+    own = Path(os.path.realpath(sys.executable))
+    tools, dirs = in_tool_cache(tmp_path, [(version_of(own), own)])
+    mark = tmp_path / "planted-python-ran"
+    folder = tools / planted.format(version=version_of(own))
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "python3").write_text(f'#!/bin/sh\necho ran > {mark}\nexec {own} "$@"\n')
+    (folder / "python3").chmod(0o755)
+    result = run_with(extension, tmp_path, drop, tools, [str(folder), *dirs])
+    assert completion(result.stdout).startswith("##vso[task.complete result=Succeeded]"), (
+        result.stdout + result.stderr
+    )
+    assert not mark.exists(), f"the python3 planted in {folder} ran"
+    assert f"Python {version_of(own)} at {dirs[0]}/python3" in result.stdout
+
+
+def test_names_the_entry_prints_cannot_write_commands(extension: Path, drop: Path, tmp_path: Path) -> None:
+    """The interpreters found are named in the failure: a folder name holding `##vso[` is neutralised."""
+    system = [Path(p) for p in ("/usr/bin/python3", "/usr/local/bin/python3") if Path(p).exists()]
+    shipped_here = {f"{HERE}-cp{version_of(p).replace('.', '')[:3]}" for p in [Path(sys.executable), *system]}
+    task = narrowed_task(extension, tmp_path / "task", shipped_here)
+    own = Path(os.path.realpath(sys.executable))
+    hostile = tmp_path / "x##vso[task.complete result=Succeeded]forged"
+    tools, dirs = in_tool_cache(hostile, [(version_of(own), own)])
+    result = run_with(task, tmp_path, drop, tools, dirs)
+    message = completion(result.stdout).removeprefix("##vso[task.complete result=Failed]")
+    assert "x##vso\u200b[task.complete result=Succeeded]forged" in message
+    assert "##vso[" not in message
+
+
+def test_the_interpreter_s_path_is_printed_neutralised(extension: Path, drop: Path, tmp_path: Path) -> None:
+    """The step names the Python it runs on: a tool cache under a folder holding `##vso[` stays text."""
+    own = Path(os.path.realpath(sys.executable))
+    tools, dirs = in_tool_cache(
+        tmp_path / "x##vso[task.complete result=Failed]forged", [(version_of(own), own)]
+    )
+    result = run_with(extension, tmp_path, drop, tools, dirs)
+    assert completion(result.stdout).startswith("##vso[task.complete result=Succeeded]"), (
+        result.stdout + result.stderr
+    )
+    assert f"Python {version_of(own)} at {tools}" in result.stdout.replace("\u200b", "")
+    assert "##vso[task.complete result=Failed]forged" not in result.stdout

@@ -319,9 +319,8 @@ def test_a_pull_only_identity_cannot_attach_and_is_told_to_get_acrpush(  # type:
     assert f"##vso[task.setsecret]{exchange['access_token']}" in out  # masked before any other use
 
 
-def test_docker_login_and_credential_helper_authenticate_without_a_service_connection(  # type: ignore[no-untyped-def]
-    acr: AzureStack, registry: DockerRegistry, key_files, tmp_path: Path
-) -> None:
+def docker_login_to(registry: DockerRegistry, tmp_path: Path) -> tuple[str, str, Path]:
+    """A new image, and a docker config folder logging in to its registry as builder / s3cret-password."""
     repo = repository()
     digest = registry.push_image(repo)
     registry.tokens.logins["builder"] = "s3cret-password"
@@ -329,6 +328,13 @@ def test_docker_login_and_credential_helper_authenticate_without_a_service_conne
     config.mkdir()
     login = base64.b64encode(b"builder:s3cret-password").decode()
     (config / "config.json").write_text(json.dumps({"auths": {f"https://{registry.host}": {"auth": login}}}))
+    return repo, digest, config
+
+
+def test_docker_login_and_credential_helper_authenticate_without_a_service_connection(  # type: ignore[no-untyped-def]
+    acr: AzureStack, registry: DockerRegistry, key_files, tmp_path: Path
+) -> None:
+    repo, digest, config = docker_login_to(registry, tmp_path)
     env = {k: v for k, v in acr.env.items() if k != "INPUT_AZURESUBSCRIPTION"}
     image = f"{registry.host}/{repo}@{digest}"
     base = ["generate", "--signer", f"file:{key_files['ecdsa-p256'][0]}", "--image", image, "--attach"]
@@ -812,3 +818,33 @@ def test_a_redirect_to_plain_http_is_refused(  # type: ignore[no-untyped-def]
         server.server_close()
     assert code == 1, out
     assert f"redirected to the plain-HTTP URL {plain}/v2/{repo}/referrers/{digest}" in err, err
+
+
+@pytest.mark.parametrize(
+    ("where", "agent"),
+    [
+        ("a shell", {}),
+        ("a shell with TF_BUILD=True", {"TF_BUILD": "True"}),
+        (
+            "an agent",
+            {"TF_BUILD": "True", "ENDPOINT_URL_SYSTEMVSSCONNECTION": "https://dev.azure.com/contoso/"},
+        ),
+    ],
+    ids=["shell", "TF_BUILD alone", "agent"],
+)
+def test_a_docker_password_is_masked_under_an_agent_and_printed_nowhere_else(  # type: ignore[no-untyped-def]
+    acr: AzureStack, registry: DockerRegistry, key_files, tmp_path: Path, where: str, agent: dict[str, str]
+) -> None:
+    """`task.setsecret` makes the agent mask a value; printed anywhere else it only shows the password.
+    TF_BUILD alone (which any shell or other CI may set) is not an agent."""
+    repo, digest, config = docker_login_to(registry, tmp_path)
+    unset = {"TF_BUILD", "ENDPOINT_URL_SYSTEMVSSCONNECTION", "INPUT_AZURESUBSCRIPTION"}
+    env = {**{k: v for k, v in acr.env.items() if k not in unset}, **agent, "DOCKER_CONFIG": str(config)}
+    image = f"{registry.host}/{repo}@{digest}"
+    signer = f"file:{key_files['ecdsa-p256'][0]}"
+    args = ["--image", image, "--attach", "--pipeline-file", "ci.yml", "--no-server-confirmation"]
+    run = run_cli("generate", "--signer", signer, *args, "--output-dir", tmp_path / "o", env=env)
+    assert run.returncode == 0, run.stderr
+    masked = "##vso[task.setsecret]s3cret-password"
+    assert (masked in run.stdout.splitlines()) == (where == "an agent"), run.stdout
+    assert "s3cret-password" not in run.stdout.replace(masked, "") + run.stderr

@@ -27,7 +27,7 @@ if TYPE_CHECKING:
 
 def main(env: Mapping[str, str] | None = None) -> int:
     """Run the step; always 0, the result goes to the agent as `task.complete`."""
-    print(vso.neutralize(f"Python {sys.version.split()[0]} at {sys.executable}"))
+    print(vso.neutralize(f"Python {sys.version.split()[0]} at {sys.executable}"))  # a tools path of any name
     try:
         run = AgentRun.from_environment(os.environ if env is None else env)
         command = run.inputs.text("command", "generate")
