@@ -848,3 +848,31 @@ def test_a_docker_password_is_masked_under_an_agent_and_printed_nowhere_else(  #
     masked = "##vso[task.setsecret]s3cret-password"
     assert (masked in run.stdout.splitlines()) == (where == "an agent"), run.stdout
     assert "s3cret-password" not in run.stdout.replace(masked, "") + run.stderr
+
+
+def test_the_packaged_step_uses_the_docker_login_docker_at_2_left_for_the_job(  # type: ignore[no-untyped-def]
+    extension: Path, acr: AzureStack, registry: DockerRegistry, key_files, tmp_path: Path
+) -> None:
+    """Docker@2's login sets the job variable DOCKER_CONFIG for the steps after it: the packaged
+    step, which hands Python only the variables it names, must hand this one on too."""
+    from agent import AgentJob
+
+    repo, digest, config = docker_login_to(registry, tmp_path)
+    job = AgentJob(
+        tmp_path / "agent",
+        variables={"DOCKER_CONFIG": str(config)},
+        process={**acr.process, "PATH": os.environ["PATH"]},
+    )
+    inputs = {
+        "command": "generate",
+        "signingMethod": "localKey",
+        "localKeyFile": str(key_files["ecdsa-p256"][0]),
+        "images": f"{registry.host}/{repo}@{digest}",
+        "attachToImages": "true",
+        "confirmWithServer": "false",
+        "pipelineFile": "ci.yml",
+    }
+    result = job.run(extension / "SlsaProvenanceV1", inputs, offline=False)
+    assert result.result == "Succeeded", result.stdout + result.stderr
+    assert "s3cret-password" in result.secrets
+    assert registry.get(repo, f"manifests/sha256-{digest[7:]}", OCI_INDEX).status_code == 200
