@@ -1216,3 +1216,20 @@ def test_hole_a_deleted_folder_named_like_a_registry_is_still_missed(
         line.startswith("FAILED: cdn.example.com/app.js: (9) subject: cdn.example.com/app.js is missing")
         for line in result.lines()
     ), result.lines()
+
+
+def test_hole_an_unrecorded_manifest_json_is_not_shipped_unchecked(
+    tmp_path: Path, signer: LocalSigner
+) -> None:
+    """`_manifest/manifest.json` (and a sidecar written to match it) passed whatever it held: the
+    provenance records no digest for it, so a deployment shipped a file nobody vouched for."""
+    folder = tmp_path / "drop"
+    evil = b'{"Outputs": []}<script>evil()</script>'
+    _write("bin/app", APP)(folder)
+    _write("_manifest/manifest.json", evil)(folder)
+    _write("_manifest/manifest.json.sha256", hashlib.sha256(evil).hexdigest().encode())(folder)
+    result = gate(tmp_path, signer, statement(), artifacts=[folder])
+    assert not result.passed, result.lines()
+    assert "FAILED: _manifest/manifest.json: (9) subject: _manifest/ may hold only" in "\n".join(
+        result.lines()
+    )
