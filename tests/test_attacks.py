@@ -1233,3 +1233,30 @@ def test_hole_an_unrecorded_manifest_json_is_not_shipped_unchecked(
     assert "FAILED: _manifest/manifest.json: (9) subject: _manifest/ may hold only" in "\n".join(
         result.lines()
     )
+
+
+def test_hole_the_tab_never_shows_a_failed_signature_as_passed(
+    tmp_path: Path, signer: LocalSigner, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Signed by an untrusted key, with a folder whose sbom-tool sidecar was refused (check 10): the
+    Provenance tab's summary took that refusal for the check that stopped verification and showed
+    (1)-(8) as passed, the signature included."""
+    from slsa_provenance import run_summary
+    from slsa_provenance.azure.agent import AgentRun
+
+    folder = tmp_path / "drop"
+    _write("bin/app", APP)(folder)
+    _write(f"{SBOM_NAMES[0]}.sha256", b"0" * 64)(folder)  # its SBOM is not there: refused by name
+    stranger = ec.generate_private_key(ec.SECP256R1())
+    (tmp_path / "stranger.pub").write_bytes(public_key_pem(stranger.public_key()))
+    provenance = tmp_path / "verified.intoto.jsonl"
+    provenance.write_bytes(dsse.Envelope.from_json(signed_json(signer, statement())).to_json())
+    options = GateOptions(provenance=provenance, keys=[str(tmp_path / "stranger.pub")], artifacts=[folder])
+    result = verify_gate(options)
+    assert not result.passed
+    run = AgentRun.from_environment({"AGENT_TEMPDIRECTORY": str(tmp_path)})
+    run_summary.attach_verify(run, options, result)
+    path = capsys.readouterr().out.strip().rsplit("]", 1)[1]
+    statuses = {c["number"]: c["status"] for c in json.loads(Path(path).read_text())["checks"]}
+    assert statuses[1] == "passed" and statuses[2] == "failed", statuses
+    assert all(statuses[n] == "not reached" for n in range(3, 12)), statuses

@@ -235,14 +235,14 @@ def _checks(report: Report | None, expected: Expectations, *, images: bool) -> l
 
 
 def _first_failure(report: Report | None) -> tuple[int, str] | None:
-    """The check that stopped verification: (1)-(8), (10), (11) fail every artifact alike."""
+    """The check that stopped verification, from the report's own failure (not an artifact's error:
+    one refused by name, a sidecar by check (10), says nothing of the signature)."""
     if report is None or report.keyid:
         return None
-    for result in report.results:
-        numbered = _NUMBERED.match(result.error)
-        if numbered and numbered.group(1) != "9":
-            return int(numbered.group(1)), numbered.group(2)
-    return None
+    numbered = _NUMBERED.match(report.failure)
+    if numbered is None:  # not verified, for a reason no check names: nothing after it was reached
+        return 1, report.failure or "the provenance did not verify"
+    return int(numbered.group(1)), numbered.group(2)
 
 
 def _got_expected(detail: str) -> dict[str, Any]:

@@ -112,6 +112,9 @@ class Report:
     """The SLSA Build level the verified provenance earns; 0 when it did not verify."""
     statement: dict[str, Any] = field(default_factory=dict)
     """The verified Statement; empty when checks (1)-(8) failed."""
+    failure: str = ""
+    """The message of the check among (1)-(8), (10), (11) that stopped verification; empty when it
+    verified (an artifact refused by name, even by check (10), is never that check)."""
 
     @property
     def passed(self) -> bool:
@@ -125,7 +128,8 @@ def run_checks(
     try:
         verified = verify_provenance(envelope_json, keys, expected)
     except VerificationError as exc:
-        return Report("", [ArtifactResult(a, error=a.refused or exc.message) for a in artifacts])
+        results = [ArtifactResult(a, error=a.refused or exc.message) for a in artifacts]
+        return Report("", results, failure=exc.message)
     results = check_artifacts(verified.statement, artifacts)
     return Report(verified.keyid, results, verified.level, verified.statement)
 
