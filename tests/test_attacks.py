@@ -1260,3 +1260,20 @@ def test_hole_the_tab_never_shows_a_failed_signature_as_passed(
     statuses = {c["number"]: c["status"] for c in json.loads(Path(path).read_text())["checks"]}
     assert statuses[1] == "passed" and statuses[2] == "failed", statuses
     assert all(statuses[n] == "not reached" for n in range(3, 12)), statuses
+
+
+@pytest.mark.parametrize(
+    ("ref", "glob"),
+    [
+        ("refs/tags/../heads/evil", "refs/tags/*/**"),
+        ("refs/tags/../heads/evil", "refs/tags/?*/heads/*"),
+        ("refs/tags/../heads/evil", "refs/tags/[.][.]/heads/*"),
+    ],
+)
+def test_hole_no_wildcard_matches_a_dot_dot_segment(signer: LocalSigner, ref: str, glob: str) -> None:
+    """`**` was kept from `..` segments, but `*`, `?` and classes matched one: `refs/tags/*/**`
+    reached `refs/tags/../heads/evil`, a branch, where only tags were meant."""
+    error = first_error(signed_json(signer, statement(ref=ref)), signer, Expectations(source_ref=glob))
+    assert error.startswith("(7) ref: workflow.ref: got"), error
+    policy = Expectations(refs=(glob,))
+    assert first_error(signed_json(signer, statement(ref=ref)), signer, policy).startswith("(7) ref"), glob

@@ -9,7 +9,9 @@
 
 `*` and `?` stay within one `/`-separated segment, `**` crosses segments but never a `..` segment
 (`refs/tags/**` must not reach `refs/tags/v1/../../heads/evil`), `[a-z]` and `[!a-z]` are classes
-that never match `/`; everything else is literal. The whole text must match.
+that never match `/`; everything else is literal. The whole text must match, and a pattern with
+any wildcard never matches a text that holds a `..` segment (`refs/tags/*/**` must not reach
+`refs/tags/../heads/evil` either).
 """
 
 from __future__ import annotations
@@ -23,6 +25,8 @@ _NO_DOTDOT = r"(?!(?:[^/]*/)*\.\.(?:/|\Z))"
 def glob_regex(pattern: str) -> re.Pattern[str]:
     """Compile `pattern` to a regular expression that matches whole texts."""
     out: list[str] = []
+    if any(c in pattern for c in "*?["):  # a wildcard could cover a `..` segment: fail closed
+        out.append(_NO_DOTDOT)
     i = 0
     while i < len(pattern):
         if pattern.startswith("**/", i):
