@@ -1277,3 +1277,25 @@ def test_hole_no_wildcard_matches_a_dot_dot_segment(signer: LocalSigner, ref: st
     assert error.startswith("(7) ref: workflow.ref: got"), error
     policy = Expectations(refs=(glob,))
     assert first_error(signed_json(signer, statement(ref=ref)), signer, policy).startswith("(7) ref"), glob
+
+
+def test_hole_a_pull_request_ref_flag_cannot_widen_a_policy(tmp_path: Path, signer: LocalSigner) -> None:
+    """A policy without refs accepts any ref but a pull request's; `--source-ref refs/pull/**` turned
+    that into accepting a pull-request build (exit 0): a flag widened the reviewed policy."""
+    from slsa_provenance.errors import InputError
+
+    (tmp_path / "app").write_bytes(APP)
+
+    def verify(policy: str, source_ref: str) -> GateResult:
+        (tmp_path / "policy.yml").write_text(f"trustedKeys: [trusted.pub]\n{policy}")
+        options = {
+            "policy": tmp_path / "policy.yml",
+            "source_ref": source_ref,
+            "artifacts": [tmp_path / "app"],
+        }
+        return gate(tmp_path, signer, _pull_request(), keys=[], **options)
+
+    with pytest.raises(InputError, match=r"^accepting pull-request builds .* would widen policy"):
+        verify("", "refs/pull/**")
+    passed = verify("refs: ['refs/pull/**']\n", "refs/pull/7/*")
+    assert passed.passed, passed.lines()

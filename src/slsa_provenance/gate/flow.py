@@ -24,7 +24,7 @@ from slsa_provenance.azure.agent import AgentRun
 from slsa_provenance.errors import InputError
 from slsa_provenance.files import read_limited
 from slsa_provenance.gate.artifacts import artifact_digests, shipped_provenance
-from slsa_provenance.gate.checks import MAX_ENVELOPE, Builder, Expectations, Report, run_checks
+from slsa_provenance.gate.checks import MAX_ENVELOPE, PULL_REFS, Builder, Expectations, Report, run_checks
 from slsa_provenance.gate.policy import Policy, load_policy
 from slsa_provenance.gate.summary_path import clear_summary_path
 from slsa_provenance.gate.vsa import VERIFIER_ID, Summary, build_summary, write_summary
@@ -252,7 +252,8 @@ def trusted_keys(options: GateOptions, policy: Policy | None) -> list[PublicKey]
 
 def expectations(options: GateOptions, policy: Policy | None = None) -> Expectations:
     """What the checks expect: the policy's rules and every flag, all checked (so flags narrow).
-    Raises InputError for a flag the policy forbids: --allow-unconfirmed, another --build-type."""
+    Raises InputError for a flag the policy forbids: --allow-unconfirmed, another --build-type, a
+    --source-ref under refs/pull/ when the policy's refs name none there."""
     build_type = options.build_type
     if policy is not None:
         expected_type = policy.build_type or BUILD_TYPE  # a policy without buildType expects the default
@@ -263,6 +264,13 @@ def expectations(options: GateOptions, policy: Policy | None = None) -> Expectat
                 _NARROW_ONLY,
             )
         build_type = expected_type
+    pull = options.source_ref is not None and options.source_ref.startswith(PULL_REFS)
+    if policy is not None and pull and not any(r.startswith(PULL_REFS) for r in policy.refs or ()):
+        raise InputError(
+            f"accepting pull-request builds with ref {options.source_ref!r} would widen policy "
+            f"{policy.path} (its refs name none under {PULL_REFS})",
+            _NARROW_ONLY,
+        )
     if policy is not None and options.allow_unconfirmed and not policy.allow_unconfirmed:
         raise InputError(
             f"allowing unconfirmed provenance would widen policy {policy.path} (allowUnconfirmed is false)",
