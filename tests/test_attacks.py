@@ -1299,3 +1299,20 @@ def test_hole_a_pull_request_ref_flag_cannot_widen_a_policy(tmp_path: Path, sign
         verify("", "refs/pull/**")
     passed = verify("refs: ['refs/pull/**']\n", "refs/pull/7/*")
     assert passed.passed, passed.lines()
+
+
+def test_hole_an_option_given_twice_is_refused_not_replaced(tmp_path: Path, signer: LocalSigner) -> None:
+    """argparse kept the last of `--policy strict.yml ... --policy loose.yml` (or of --source-ref):
+    arguments a template appends replaced the reviewed ones, and a branch build passed (exit 0)."""
+    provenance = _provenance_file(tmp_path, signer, statement())
+    _write("app", APP)(tmp_path)
+    (tmp_path / "strict.yml").write_text("trustedKeys: [trusted.pub]\nrefs: ['refs/tags/v*']\n")
+    (tmp_path / "loose.yml").write_text("trustedKeys: [trusted.pub]\n")
+    base = ("verify", "--provenance", provenance, "--artifact", tmp_path / "app")
+    assert run_cli(*base, "--policy", tmp_path / "strict.yml").returncode == 1
+    for name, twice in (
+        ("--policy", ["--policy", tmp_path / "strict.yml", "--policy", tmp_path / "loose.yml"]),
+        ("--source-ref", ["--policy", tmp_path / "strict.yml", "--source-ref", "x", "--source-ref=refs/**"]),
+    ):
+        result = run_cli(*base, *twice)
+        assert result.returncode == 2 and f"option {name} is given twice" in result.stderr, result

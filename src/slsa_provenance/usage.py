@@ -158,11 +158,29 @@ class Parser(argparse.ArgumentParser):
                 break
             if word.split("=", 1)[0] not in self._option_string_actions:
                 self.unknown_option(word.split("=", 1)[0])
+        self._refuse_repeats(given)
         parsed, extras = super().parse_known_args(given, namespace)
         for extra in extras:
             if extra.startswith("-") and extra != "-":
                 self.unknown_option(extra.split("=", 1)[0])
         return parsed, extras
+
+    def _refuse_repeats(self, given: Sequence[str]) -> None:
+        """An option of one value given twice: argparse keeps the last, so arguments appended to a
+        reviewed command line (a template's extra arguments) would replace its --policy or --source-ref."""
+        seen: set[str] = set()
+        for word in given:
+            if word == "--":
+                break
+            name = word.split("=", 1)[0]
+            action = self._option_string_actions.get(name) if word.startswith("--") else None
+            if not isinstance(action, argparse._StoreAction):  # repeatable (append) or a switch
+                continue
+            if action.dest in seen:
+                self.error(
+                    f"option {name} is given twice: give it once (a later one would replace the first)"
+                )
+            seen.add(action.dest)
 
     def unknown_option(self, given: str) -> NoReturn:
         known = sorted(self._option_string_actions)
