@@ -1316,3 +1316,29 @@ def test_hole_an_option_given_twice_is_refused_not_replaced(tmp_path: Path, sign
     ):
         result = run_cli(*base, *twice)
         assert result.returncode == 2 and f"option {name} is given twice" in result.stderr, result
+
+
+def test_hole_a_summary_never_lands_in_an_artifact_folder_by_another_name(
+    tmp_path: Path, signer: LocalSigner, key_files: dict[str, tuple[Path, Path]]
+) -> None:
+    """The folder compared by its resolved path only: another name of the same folder (a bind mount
+    here; `DROP/` for `drop/` on a case-insensitive macOS volume) let the summary land inside it."""
+    import subprocess
+
+    from slsa_provenance.errors import InputError
+
+    folder, alias = tmp_path / "drop", tmp_path / "alias"
+    _write("bin/app", APP)(folder)
+    alias.mkdir()
+    if subprocess.run(["mount", "--bind", str(folder), str(alias)], capture_output=True).returncode:
+        pytest.skip("needs a bind mount (root) for a second name of a folder")
+    try:
+        with pytest.raises(InputError, match=r"^--vsa .* is inside the artifact"):
+            options = {
+                "vsa": alias / "bin" / "vsa.intoto.jsonl",
+                "vsa_signer": f"file:{key_files['ed25519'][0]}",
+            }
+            gate(tmp_path, signer, statement(), artifacts=[folder], **options)
+        assert sorted(p.name for p in (folder / "bin").iterdir()) == ["app"]
+    finally:
+        subprocess.run(["umount", str(alias)], check=True)

@@ -36,7 +36,7 @@ def clear_summary_path(path: Path, inputs: Mapping[str, Sequence[Path]]) -> None
     target = path.resolve()
     for what, paths in inputs.items():
         for given in paths:
-            if _same(target, given) or (given.is_dir() and target.is_relative_to(given.resolve())):
+            if _same(target, given) or (given.is_dir() and _inside(target, given)):
                 where = "is" if _same(target, given) else "is inside"
                 raise InputError(f"--vsa {path} {where} the {what} {given}: it would be overwritten", _REMEDY)
     if not path.exists():
@@ -60,6 +60,14 @@ def _same(target: Path, given: Path) -> bool:
         return os.path.samefile(target, given)
     except OSError:  # one of them does not exist
         return False
+
+
+def _inside(target: Path, folder: Path) -> bool:
+    """`target` lies below `folder`, by path or by another name of it (a case-insensitive volume's
+    `DROP/` for `drop/`, a bind mount): every existing folder above `target` is compared as a file."""
+    if target.is_relative_to(folder.resolve()):
+        return True
+    return any(_same(parent, folder) for parent in target.parents if parent.is_dir())
 
 
 def _is_summary(path: Path) -> bool:
