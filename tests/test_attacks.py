@@ -1342,3 +1342,25 @@ def test_hole_a_summary_never_lands_in_an_artifact_folder_by_another_name(
         assert sorted(p.name for p in (folder / "bin").iterdir()) == ["app"]
     finally:
         subprocess.run(["umount", str(alias)], check=True)
+
+
+@pytest.mark.parametrize(
+    "name",
+    [b"\\ud800", b"\\udcff", b"\\udc00\\ud800", b"\\ud83d\\\\\\ude00", b'\\ud83d\\"\\ude00', b"\xed\xa0\x80"],
+    ids=[
+        "a lone high surrogate escape",
+        "a lone low one",
+        "a pair reversed",
+        "a pair split by an escaped backslash",
+        "a pair split by an escaped quote",
+        "a surrogate encoded as bytes",
+    ],
+)
+def test_hole_a_lone_surrogate_is_ambiguous_json(signer: LocalSigner, name: bytes) -> None:
+    """Python keeps a lone surrogate (`\\udcff` even names a Linux file of the byte 0xff), Go and
+    others read U+FFFD or refuse: a subject that verifiers read differently passed strict parsing."""
+    make = _payload_variant(lambda payload: payload.replace(b'"bin/app"', b'"bin/app' + name + b'"'))
+    error = first_error(make(signer), signer)
+    assert error.startswith("(3) statement: the payload is ambiguous JSON"), error
+    pair = _payload_variant(lambda payload: payload.replace(b'"bin/app"', b'"bin/\\ud83d\\ude00"'))
+    assert first_error(pair(signer), signer) == ""  # a pair is one character, read alike by all

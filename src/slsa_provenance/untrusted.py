@@ -14,8 +14,8 @@ and quotes are dropped (pairing from the left, as the JSON lexer does), everythi
 brackets and colons dropped, strings blanked, then innermost pairs removed level by level.
 
 `strict` also refuses what parsers disagree on, so that no other verifier reads a signed document
-differently: a key given twice (Python keeps the last, some parsers the first), NaN, Infinity and
-numbers too large for a double. A key given twice is found by counting: every colon outside a
+differently: a key given twice (Python keeps the last, some parsers the first), NaN, Infinity,
+numbers too large for a double and lone surrogates (escaped, or encoded as bytes). A key given twice is found by counting: every colon outside a
 string separates one key from its value, so the keys parsed fall short of the colons only when a
 key repeats (only then is the document parsed again, to name it). That keeps a 100,000-subject
 Statement as fast to read strictly as json.loads alone.
@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 from itertools import chain
 from typing import Any
 
@@ -56,11 +57,37 @@ def loads(data: bytes | str, *, strict: bool = False) -> Any:
             raise ValueError(f"JSON nested deeper than {MAX_DEPTH} levels")
     if not strict:
         return json.loads(data)
+    _refuse_surrogates(utf8)
     document = json.loads(data, parse_constant=_refuse, parse_float=_finite)
     if _pairs(document) != outside.count(b":"):  # a key repeats: parse again to name it
         json.loads(data, object_pairs_hook=_unique, parse_constant=_refuse, parse_float=_finite)
         raise AmbiguousError("its keys and the colons that separate them do not add up")
     return document
+
+
+_SURROGATE = re.compile(rb"\\u[dD][89a-fA-F][0-9a-fA-F]{2}")
+
+
+def _refuse_surrogates(utf8: bytes) -> None:
+    """A lone surrogate, escaped or encoded as bytes (json.loads keeps both, Go reads U+FFFD, others
+    refuse). Escaped backslashes become two spaces, so every `\\u` left starts an escape and two
+    escapes are adjacent only when nothing is between them."""
+    try:
+        utf8.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        utf8.decode("utf-8", "surrogatepass")  # not UTF-8 at all: UnicodeDecodeError, not JSON
+        raise AmbiguousError("a surrogate is encoded as bytes, which UTF-8 does not allow") from exc
+    if b"\\ud" not in utf8 and b"\\uD" not in utf8:
+        return
+    unescaped = utf8.replace(b"\\\\", b"  ")
+    high_ended = -1  # where the last high surrogate escape ended, if a low one must follow there
+    for escape in _SURROGATE.finditer(unescaped):
+        low, paired = escape.group()[3:4].lower() in b"cdef", escape.start() == high_ended
+        if (high_ended != -1 and not (paired and low)) or (low and not paired):
+            raise AmbiguousError(f"a surrogate escape lacks its pair (at {escape.group().decode()})")
+        high_ended = -1 if low else escape.end()
+    if high_ended != -1:
+        raise AmbiguousError("a surrogate escape lacks its pair (at the end)")
 
 
 def _pairs(document: Any) -> int:
