@@ -15,10 +15,11 @@ brackets and colons dropped, strings blanked, then innermost pairs removed level
 
 `strict` also refuses what parsers disagree on, so that no other verifier reads a signed document
 differently: a key given twice (Python keeps the last, some parsers the first), NaN, Infinity,
-numbers too large for a double and lone surrogates (escaped, or encoded as bytes). A key given twice is found by counting: every colon outside a
-string separates one key from its value, so the keys parsed fall short of the colons only when a
-key repeats (only then is the document parsed again, to name it). That keeps a 100,000-subject
-Statement as fast to read strictly as json.loads alone.
+numbers too large for a double and lone surrogates (escaped, or encoded as bytes). A key given
+twice is found by counting: every colon outside a string separates one key from its value, so the
+keys parsed fall short of the colons only when a key repeats (only then is the document parsed
+again, to name it). That keeps a 100,000-subject Statement as fast to read strictly as json.loads
+alone.
 """
 
 from __future__ import annotations
