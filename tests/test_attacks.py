@@ -1364,3 +1364,29 @@ def test_hole_a_lone_surrogate_is_ambiguous_json(signer: LocalSigner, name: byte
     assert error.startswith("(3) statement: the payload is ambiguous JSON"), error
     pair = _payload_variant(lambda payload: payload.replace(b'"bin/app"', b'"bin/\\ud83d\\ude00"'))
     assert first_error(pair(signer), signer) == ""  # a pair is one character, read alike by all
+
+
+def test_hole_the_tab_gives_an_image_gate_its_lowest_level(
+    tmp_path: Path, signer: LocalSigner, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Two images passed, one earning level 3 and one level 2: the summary attestation says level 2
+    (the lowest), the Provenance tab's summary said 3, the first image's."""
+    from slsa_provenance import run_summary
+    from slsa_provenance.azure.agent import AgentRun
+    from slsa_provenance.gate.checks import Report
+    from slsa_provenance.gate.images import Attestation, ImageReport
+    from slsa_provenance.registry.reference import Descriptor, Image, ImageReference
+
+    def passed(repository: str, level: int) -> ImageReport:
+        image = Image(ImageReference("myacr.azurecr.io", repository), Descriptor("", "sha256:" + "a" * 64, 1))
+        report = Report("sha256:" + "b" * 64, [], level, statement())
+        return ImageReport(image, [Attestation("referrer sha256:c", keyid=report.keyid, report=report)])
+
+    result = GateResult(None, [passed("team/api", 3), passed("team/web", 2)])
+    options = GateOptions(images=["myacr.azurecr.io/team/api:1", "myacr.azurecr.io/team/web:1"])
+    run_summary.attach_verify(
+        AgentRun.from_environment({"AGENT_TEMPDIRECTORY": str(tmp_path)}), options, result
+    )
+    path = capsys.readouterr().out.strip().rsplit("]", 1)[1]
+    summary = json.loads(Path(path).read_text())
+    assert (summary["verdict"], summary["level"]) == ("PASSED", 2), summary["level"]

@@ -109,7 +109,7 @@ def attach_verify(run: AgentRun, options: GateOptions, result: GateResult) -> No
         **_header("verify", run),
         "verdict": "PASSED" if result.passed else "FAILED",
         "keyId": report.keyid if report is not None else "",
-        "level": report.level if report is not None and result.passed else 0,
+        "level": _level(result),
         "checks": checks,
         "artifacts": {
             "total": len(artifacts),
@@ -127,6 +127,17 @@ def attach_verify(run: AgentRun, options: GateOptions, result: GateResult) -> No
         "vsa": {"path": str(vsa), "sha256": hashlib.sha256(vsa.read_bytes()).hexdigest()} if vsa else None,
     }
     _attach(run, "verify", summary)
+
+
+def _level(result: GateResult) -> int:
+    """The level the gate verified, as its summary attestation says: for images, the lowest of the
+    attestations that passed (the first image's alone would claim more); 0 unless it passed."""
+    if not result.passed:
+        return 0
+    if result.report is not None:
+        return result.report.level
+    passing = [r.passing.report for r in result.images if r.passing is not None]
+    return min((report.level for report in passing if report is not None), default=0)
 
 
 def _header(command: str, run: AgentRun) -> dict[str, Any]:
