@@ -1390,3 +1390,40 @@ def test_hole_the_tab_gives_an_image_gate_its_lowest_level(
     path = capsys.readouterr().out.strip().rsplit("]", 1)[1]
     summary = json.loads(Path(path).read_text())
     assert (summary["verdict"], summary["level"]) == ("PASSED", 2), summary["level"]
+
+
+def test_hole_a_folder_without_its_sbom_passes_a_policy_that_requires_one(
+    tmp_path: Path, key_files: dict[str, tuple[Path, Path]]
+) -> None:
+    """requireSbom asked only that the provenance record an SBOM: a drop whose SBOM was deleted on
+    the way to the deployment passed, and shipped without it. A folder must now hold the SBOM."""
+    from spdx import write_sbom
+
+    from conftest import OUTPUT, generate_cli
+
+    private, public = key_files["ecdsa-p256"]
+    drop = tmp_path / "drop"
+    _write("bin/app", APP)(drop)
+    write_sbom(drop, "drop")
+    assert generate_cli(drop, private).returncode == 0
+    (drop / OUTPUT).rename(tmp_path / "provenance.intoto.jsonl")
+    policy = tmp_path / "policy.json"
+    policy.write_text(
+        json.dumps({"trustedKeys": [str(public)], "requireSbom": True, "allowUnconfirmed": True})
+    )
+
+    def verdict() -> GateResult:
+        options = GateOptions(
+            provenance=tmp_path / "provenance.intoto.jsonl", artifacts=[drop], policy=policy
+        )
+        return verify_gate(options)
+
+    assert verdict().passed, verdict().lines()
+    for sbom in (drop / "_manifest").rglob("manifest.spdx.json*"):
+        sbom.unlink()
+    result = verdict()
+    assert not result.passed, result.lines()
+    assert any(
+        line.startswith("FAILED: _manifest/spdx_2.2/manifest.spdx.json: (10) sbom: ") and "is missing" in line
+        for line in result.lines()
+    ), result.lines()

@@ -130,7 +130,7 @@ def run_checks(
     except VerificationError as exc:
         results = [ArtifactResult(a, error=a.refused or exc.message) for a in artifacts]
         return Report("", results, failure=exc.message)
-    results = check_artifacts(verified.statement, artifacts)
+    results = check_artifacts(verified.statement, artifacts, require_sbom=expected.require_sbom)
     return Report(verified.keyid, results, verified.level, verified.statement)
 
 
@@ -332,9 +332,12 @@ def _check_sbom(statement: dict[str, Any], expected: Expectations) -> None:
         )
 
 
-def check_artifacts(statement: dict[str, Any], artifacts: Sequence[Artifact]) -> list[ArtifactResult]:
+def check_artifacts(
+    statement: dict[str, Any], artifacts: Sequence[Artifact], *, require_sbom: bool = False
+) -> list[ArtifactResult]:
     """Check (9): a folder's file is the subject of its name, with its digest; any other artifact's
-    digest is a subject's; an SBOM shipped in a folder's `_manifest/` is the recorded byproduct."""
+    digest is a subject's; an SBOM shipped in a folder's `_manifest/` is the recorded byproduct, and
+    with `require_sbom` a folder must ship the SBOM the provenance records."""
     subjects = _entries(statement.get("subject"))
     by_name = dict(subjects)
     by_digest = {sha256: name for name, sha256 in reversed(subjects)}  # the first subject of a digest
@@ -356,6 +359,15 @@ def check_artifacts(statement: dict[str, Any], artifacts: Sequence[Artifact]) ->
             )
             for name, sha256 in by_name.items()
             if name not in found and name not in images
+        ]
+        results += [
+            ArtifactResult(
+                Artifact(name, sha256, BYPRODUCT, folder=folder),
+                error=f"(10) sbom: {name} is missing from {folder} (the policy requires an SBOM: a "
+                "deployment of this folder would lack the one the provenance records)",
+            )
+            for name, sha256 in byproducts.items()
+            if require_sbom and name not in found
         ]
     return results
 
