@@ -389,7 +389,7 @@ def test_a_device_file_is_refused(drop: Path) -> None:
         os.mknod(drop / "null", stat.S_IFCHR | 0o600, os.makedev(1, 3))
     except PermissionError:
         pytest.skip("cannot create device files here")
-    result = generate_cli(drop, Path("/nonexistent.pem"), "--signer", "none")
+    result = run_cli("generate", "--drop", drop, "--signer", "none", "--pipeline-file", "a", env=PIPELINE_ENV)
     assert result.returncode == 2 and "null is not a regular file" in result.stderr
 
 
