@@ -3,7 +3,7 @@
     >>> job = AgentJob(tmp_path)                                                     # doctest: +SKIP
     >>> result = job.run(task_folder, {"command": "generate", "signingMethod": "unsigned"})
     >>> result.result, result.variables["provenancePath"]
-    ('Succeeded', '.../work/1/a/_manifest/slsa_1.0/provenance.intoto.jsonl')
+    ('Succeeded', '.../_work/1/a/_manifest/slsa_1.0/provenance.intoto.jsonl')
 
 What the agent does before a Node task runs (its TaskRunner and Node handler; ref/platform-notes.md §2):
 every input task.json declares is set, to the step's value or else its trimmed `defaultValue`; `$(Variable)`
