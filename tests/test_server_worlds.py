@@ -83,7 +83,7 @@ def connection_secrets(connection: dict[str, str]) -> list[str]:
     """The client secret, or each base64 line of the private key in the certificate's PEM."""
     if SP_SECRET in connection:
         return [connection[SP_SECRET]]
-    private = connection[SP_CERTIFICATE].split("-----BEGIN PRIVATE KEY-----", 1)[1]
+    private = connection[SP_CERTIFICATE].split("-----END CERTIFICATE-----", 1)[1]  # the key follows
     return [line for line in private.splitlines() if line and "-----" not in line]
 
 

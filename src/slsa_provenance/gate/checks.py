@@ -351,25 +351,27 @@ def check_artifacts(
     images = _image_subjects(statement)
     for folder in dict.fromkeys(a.folder for a in artifacts if a.folder):
         found = {a.name for a in artifacts if a.folder == folder}
-        results += [
-            ArtifactResult(
-                Artifact(name, sha256, BY_NAME, folder=folder),
-                error=f"(9) subject: {name} is missing from {folder} (the provenance names it: a "
-                "deployment of this folder would lack it)",
-            )
-            for name, sha256 in by_name.items()
-            if name not in found and name not in images
-        ]
-        results += [
-            ArtifactResult(
-                Artifact(name, sha256, BYPRODUCT, folder=folder),
-                error=f"(10) sbom: {name} is missing from {folder} (the policy requires an SBOM: a "
-                "deployment of this folder would lack the one the provenance records)",
-            )
-            for name, sha256 in byproducts.items()
-            if require_sbom and name not in found
-        ]
+        files = {n: s for n, s in by_name.items() if n not in images}
+        results += _missing(files, found, folder, BY_NAME, "(9) subject", "the provenance names it")
+        if require_sbom:
+            why = "the policy requires an SBOM, and the provenance records this one"
+            results += _missing(byproducts, found, folder, BYPRODUCT, "(10) sbom", why)
     return results
+
+
+def _missing(
+    expected: dict[str, str], found: set[str], folder: str, match: str, check: str, why: str
+) -> list[ArtifactResult]:
+    """A FAILED result for each expected name the folder does not hold."""
+    return [
+        ArtifactResult(
+            Artifact(name, sha256, match, folder=folder),
+            error=f"{check}: {name} is missing from {folder} ({why}: a deployment of this folder would "
+            "lack it)",
+        )
+        for name, sha256 in expected.items()
+        if name not in found
+    ]
 
 
 def _image_subjects(statement: dict[str, Any]) -> frozenset[str]:
