@@ -876,3 +876,21 @@ def test_the_packaged_step_uses_the_docker_login_docker_at_2_left_for_the_job(  
     assert result.result == "Succeeded", result.stdout + result.stderr
     assert "s3cret-password" in result.secrets
     assert registry.get(repo, f"manifests/sha256-{digest[7:]}", OCI_INDEX).status_code == 200
+
+
+def test_a_drop_file_named_like_the_image_attested_beside_it_is_refused(  # type: ignore[no-untyped-def]
+    acr: AzureStack, registry: DockerRegistry, key_files, tmp_path: Path
+) -> None:
+    """Two subjects of one name: a gate would read the file's digest as the image's or the other way
+    round, and could not tell which of them a folder must hold."""
+    repo = repository()
+    digest = registry.push_image(repo)
+    drop = tmp_path / "drop"
+    (drop / registry.host / repo).parent.mkdir(parents=True)
+    (drop / registry.host / repo).write_bytes(b"not the image\n")
+    private = key_files["ecdsa-p256"][0]
+    image = f"{registry.host}/{repo}@{digest}"
+    code, _, err = generate(acr, private, tmp_path / "out", "--drop", str(drop), "--image", image)
+    assert code == 2, err
+    assert f"the drop's file {registry.host}/{repo} has the name of an image attested with it" in err
+    assert not (tmp_path / "out").exists()

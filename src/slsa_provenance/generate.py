@@ -120,6 +120,7 @@ def generate(options: GenerateOptions, on_progress: ProgressCallback | None = No
         resolving = registries.requests
         files = hashing.result(on_progress)
         warnings = _check_sboms(options, sboms, files)
+        _refuse_clashes(files, images)
         subjects = [*files, *(image.subject for image in images)]
         validate_subjects([s.name for s in subjects], [s.sha256 for s in subjects])
         payload = canonical_statement(shape, subjects)
@@ -186,6 +187,17 @@ def _output_dir(options: GenerateOptions, images: list[ImageReference]) -> Path:
     raise InputError(
         "nothing to attest", "pass --drop with the build's output, or --image with a pushed image"
     )
+
+
+def _refuse_clashes(files: Sequence[Subject], images: Sequence[Image]) -> None:
+    """A drop file named like an image attested beside it would be two subjects of one name: a gate
+    could not tell which one a name means, nor which must be in the folder."""
+    clash = sorted({f.name for f in files} & {i.subject.name for i in images})
+    if clash:
+        raise InputError(
+            f"the drop's file {clash[0]} has the name of an image attested with it",
+            "move or rename that file, or attest the image in a step of its own",
+        )
 
 
 def _created(context: RunContext) -> str:
