@@ -187,6 +187,25 @@ def test_validate_subjects_names_the_bad_one() -> None:
 
 
 @pytest.mark.parametrize(
+    "bad",
+    [
+        "A" + "a" * 63,
+        "ab" * 31 + "  ",
+        "a" * 62 + "\n" + "a",
+        "g" * 64,
+        "a" * 63 + "\u0660",
+        "a" * 63 + "\uff41",
+    ],
+    ids=["upper", "spaces", "newline", "not-hex", "arabic-digit", "fullwidth"],
+)
+def test_validate_subjects_takes_lower_case_hex_only(bad: str) -> None:
+    """Whatever the fast check over all digests at once lets through, the schema's pattern would."""
+    assert len(bad) == 64
+    with pytest.raises(Error, match=r"subject\.1\.digest\.sha256"):
+        validate_subjects(["a", "b", "c"], ["0" * 64, bad, "f" * 64])
+
+
+@pytest.mark.parametrize(
     "names",
     [["plain.bin", "dir/app.exe"], ['say "hi".txt', "back\\slash", "line\nbreak", "del\x7f", "café.zip"]],
     ids=["nothing-to-escape", "escapes"],

@@ -192,6 +192,8 @@ def _output_dir(options: GenerateOptions, images: list[ImageReference]) -> Path:
 def _refuse_clashes(files: Sequence[Subject], images: Sequence[Image]) -> None:
     """A drop file named like an image attested beside it would be two subjects of one name: a gate
     could not tell which one a name means, nor which must be in the folder."""
+    if not images:
+        return
     clash = sorted({f.name for f in files} & {i.subject.name for i in images})
     if clash:
         raise InputError(

@@ -6,7 +6,7 @@
     >>> subjects[0]
     Subject(name='bin/app.exe', sha256='9f86d0...', size=1048576)
 
-Two rounds over one pool. First every file is stat'ed, into memory shared with the workers: its size
+Two rounds over the same workers. First every file is stat'ed, into memory shared with the workers: its size
 orders the work, and its size and modification time are what it must still have when it is read (a
 file that changes, grows, or is swapped for a FIFO or device is refused, and never read past its
 listed size). Then the files are hashed: files of 8 MiB or more first, largest first, one per task,
@@ -14,9 +14,11 @@ so that a huge file never starts last; the rest in name order, in runs of up to 
 A run is hashed 32 files at a time with AVX-512 where the CPU has it (`_sha256x16.c`), else one by
 one with hashlib.
 
-On Linux the pool is forked processes that inherit the list of names, so a task is a few numbers
-and per-file Python work runs without a shared GIL; elsewhere threads (reads and hashlib release
-the GIL, and starting processes there is slow).
+On Linux the workers are forked processes that inherit the list of names, so a task is a few
+numbers and per-file Python work runs without a shared GIL; elsewhere threads (reads and hashlib
+release the GIL, and starting processes there is slow); see `workers.py`. A thread of the caller
+hands out the tasks once the survey is done and puts each task's digests in place as it finishes,
+so that `result()` has little left to do.
 """
 
 from __future__ import annotations
@@ -24,7 +26,6 @@ from __future__ import annotations
 import gc
 import hashlib
 import mmap
-import multiprocessing
 import os
 import stat
 import sys
@@ -33,15 +34,14 @@ from array import array
 from bisect import bisect_right
 from collections.abc import Callable
 from dataclasses import dataclass
-from functools import partial
 from itertools import accumulate
-from multiprocessing.pool import Pool, ThreadPool
 from pathlib import Path
 from types import ModuleType, TracebackType
 from typing import NamedTuple
 
 from slsa_provenance.errors import Error, InputError
 from slsa_provenance.provenance.statement import Subject
+from slsa_provenance.provenance.workers import Job, Processes, Threads
 
 _READ = 1 << 20
 _BIG = 8 << 20
@@ -51,8 +51,9 @@ _SURVEY_FILES = 2048
 _PROCESSES_FROM = 2 * _BATCH_FILES
 _NATIVE_ARENA = 32 * ((128 << 10) + 256)  # 32 lanes x (128 KiB + 256), as in _sha256x16.c
 _PROGRESS_EVERY = 2.0
-# While the caller works (imports, validation), the pool's threads here wait for the GIL to hand
-# the workers their next task: 5 ms at Python's default interval, 0.5 ms at this one.
+_SURVEY, _RUN, _LARGE = 0, 1, 2  # the kinds of job: stat files, hash a run of them, hash a large one
+# While the caller works (imports, validation), the threads here wait for the GIL to pass on the
+# survey's answers and hand out the tasks: 5 ms a time at Python's default interval, 0.5 ms at this one.
 _SWITCH_INTERVAL = 0.0005
 _OPEN_FLAGS = os.O_RDONLY | getattr(os, "O_BINARY", 0) | getattr(os, "O_NONBLOCK", 0)
 
@@ -81,50 +82,36 @@ class Hashing:
     """Hashes the named files of `root` from construction on; `result()` waits for the Subjects.
 
     Use it as a context manager: leaving the block early (an error elsewhere) stops the workers.
-    Construction waits only for the files to be stat'ed (raising InputError for one that cannot be);
-    the caller then works while they are hashed. `native=False` hashes with hashlib only.
+    Construction only starts the workers: the caller works while they stat the files and hash them,
+    and `result()` raises what went wrong (InputError for a file that cannot be read).
+    `native=False` hashes with hashlib only.
     """
 
     def __init__(
         self, root: Path, names: list[str], *, workers: int | None = None, native: bool = True
     ) -> None:
         self._names = names
+        self._digests = [""] * len(names)
+        self._sizes = memoryview(array("q"))
         self._lock = threading.Lock()
         self._finished = threading.Event()
-        self._results: list[tuple[_Task, str]] = []
         self._error: BaseException | None = None
-        self._files_done = self._bytes_done = 0
+        self._files_done = self._bytes_done = self._bytes_total = 0
         files = _Files(str(root), names, native)
         count = max(1, min(workers or os.cpu_count() or 1, len(names)))
-        survey: Callable[[int, int], None]
-        digest: Callable[[_Task], str]
         if sys.platform == "linux" and count > 1 and len(names) >= _PROCESSES_FROM:
             gc.freeze()  # the workers' collections then skip the objects they inherit, and never copy them
             try:
-                self._pool: Pool = multiprocessing.get_context("fork").Pool(count, _inherit, (files,))
+                self._workers: Processes | Threads = Processes(files.run, count)
             finally:
                 gc.unfreeze()
-            survey, digest = _survey_inherited, _digest_inherited
         else:
-            self._pool = ThreadPool(count)
-            survey, digest = files.survey, files.digest
+            self._workers = Threads(files.run, count)
         self._switch_interval = sys.getswitchinterval()
         sys.setswitchinterval(_SWITCH_INTERVAL)
-        try:
-            step = max(_SURVEY_FILES, -(-len(names) // (2 * count)))
-            self._pool.starmap(survey, [(i, min(i + step, len(names))) for i in range(0, len(names), step)])
-            self._sizes = files.sizes
-            self._bytes_total = sum(self._sizes)
-            tasks = self._tasks()
-            for task in tasks:
-                self._pool.apply_async(
-                    digest, (task,), callback=partial(self._done, task), error_callback=self._failed
-                )
-            if not tasks:
-                self._finished.set()
-        except BaseException:
-            self.__exit__(None, None, None)
-            raise
+        step = max(_SURVEY_FILES, -(-len(names) // (2 * count)))
+        surveys = [(i, _SURVEY, i, min(i + step, len(names))) for i in range(0, len(names), step)]
+        threading.Thread(target=self._coordinate, args=(files, surveys), daemon=True).start()
 
     def __enter__(self) -> Hashing:
         return self
@@ -132,8 +119,7 @@ class Hashing:
     def __exit__(
         self, kind: type[BaseException] | None, value: BaseException | None, trace: TracebackType | None
     ) -> None:
-        self._pool.terminate()
-        self._pool.join()
+        self._workers.stop()
         sys.setswitchinterval(self._switch_interval)
 
     def result(self, on_progress: ProgressCallback | None = None) -> list[Subject]:
@@ -147,18 +133,31 @@ class Hashing:
             raise self._error
         if on_progress:
             on_progress(self._progress())
-        digests = [""] * len(self._names)
-        for task, hexes in self._results:
-            split = [hexes[offset : offset + 64] for offset in range(0, len(hexes), 64)]
-            if not task.large and len(split) == task.stop - task.start:  # no large file inside
-                digests[task.start : task.stop] = split
-            else:
-                for index, digest in zip(task.indices(self._sizes), split, strict=True):
-                    digests[index] = digest
-        return list(map(Subject, self._names, digests, self._sizes))
+        return list(map(Subject, self._names, self._digests, self._sizes))
 
     def _progress(self) -> Progress:
         return Progress(self._files_done, len(self._names), self._bytes_done, self._bytes_total)
+
+    def _coordinate(self, files: _Files, surveys: list[Job]) -> None:
+        """In a thread of its own while the caller works: the survey, then the hashing tasks, each
+        task's digests put in their places as it finishes."""
+        try:
+            self._workers.send(surveys)
+            for _ in surveys:
+                self._workers.receive()
+            self._sizes = files.sizes
+            self._bytes_total = sum(self._sizes)
+            tasks = self._tasks()
+            self._workers.send(
+                [(i, _LARGE if t.large else _RUN, t.start, t.stop) for i, t in enumerate(tasks)]
+            )
+            for _ in tasks:
+                number, hexes = self._workers.receive()
+                self._done(tasks[number], hexes)
+        except BaseException as error:  # raised by result(): this thread must not die silently
+            with self._lock:
+                self._error = error
+        self._finished.set()
 
     def _tasks(self) -> list[_Task]:
         """Large files first, largest first; then the others in runs of names, cut by count and bytes."""
@@ -175,17 +174,16 @@ class Hashing:
         return tasks
 
     def _done(self, task: _Task, hexes: str) -> None:
+        """The task's digests in their places, while the others hash."""
+        split = [hexes[offset : offset + 64] for offset in range(0, len(hexes), 64)]
+        if not task.large and len(split) == task.stop - task.start:  # no large file inside
+            self._digests[task.start : task.stop] = split
+        else:
+            for index, digest in zip(task.indices(self._sizes), split, strict=True):
+                self._digests[index] = digest
         with self._lock:
-            self._results.append((task, hexes))
-            self._files_done += len(hexes) // 64
+            self._files_done += len(split)
             self._bytes_done += task.bytes
-            if self._files_done == len(self._names):
-                self._finished.set()
-
-    def _failed(self, error: BaseException) -> None:
-        with self._lock:
-            self._error = self._error or error
-            self._finished.set()
 
 
 class _Task(NamedTuple):
@@ -228,6 +226,13 @@ class _Files:
             self.sizes[start + done], self.mtimes[start + done] = listed.st_size, listed.st_mtime_ns
             done += 1
 
+    def run(self, kind: int, start: int, stop: int) -> str:
+        """A job, in a worker: stat the files in [start, stop), or hash them (their digests)."""
+        if kind == _SURVEY:
+            self.survey(start, stop)
+            return ""
+        return self.digest(_Task(start, stop, kind == _LARGE, 0))
+
     def digest(self, task: _Task) -> str:
         """The task's hex digests, concatenated. A run of files goes to the native module, 32 at a
         time; a large file alone, and every file without the module, streams through hashlib."""
@@ -259,22 +264,6 @@ class _Files:
             for position, (index, _, _) in enumerate(files)
             if not refused[position]
         }
-
-
-_inherited = _Files("", [])  # replaced in each forked worker
-
-
-def _inherit(files: _Files) -> None:
-    global _inherited
-    _inherited = files
-
-
-def _survey_inherited(start: int, stop: int) -> None:
-    _inherited.survey(start, stop)
-
-
-def _digest_inherited(task: _Task) -> str:
-    return _inherited.digest(task)
 
 
 def _stat(path: str, name: str) -> os.stat_result:
