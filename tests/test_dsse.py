@@ -5,11 +5,12 @@ import json
 from pathlib import Path
 
 import pytest
+from cryptography.hazmat.primitives.asymmetric import ec
 
 from conftest import shared_ref
-from slsa_provenance.errors import InputError, VerificationError
+from slsa_provenance.errors import Error, InputError, VerificationError
 from slsa_provenance.signing import dsse
-from slsa_provenance.signing.keys import load_public_key
+from slsa_provenance.signing.keys import PublicKey, load_public_key
 from slsa_provenance.signing.local import LocalSigner
 
 KEY_TYPES = ["ecdsa-p256", "ecdsa-p384", "ecdsa-p521", "rsa-2048", "ed25519"]
@@ -141,3 +142,29 @@ def test_real_google_cloud_build_kms_envelope_verifies() -> None:
     )
     with pytest.raises(VerificationError):
         dsse.verify(tampered, [key])
+
+
+class SigningServiceWithAnotherKey:
+    """A signer whose signing service answers with another key than the public key it reports
+    (a misconfigured Key Vault key version, say)."""
+
+    def __init__(self, reported: LocalSigner, signing: LocalSigner) -> None:
+        self.keyid = reported.keyid
+        self._reported, self._signing = reported, signing
+
+    def sign(self, data: bytes) -> bytes:
+        return self._signing.sign(data)
+
+    def public_key(self) -> PublicKey:
+        return self._reported.public_key()
+
+
+def test_sign_checked_refuses_a_signature_its_own_public_key_does_not_verify(
+    key_files: dict[str, tuple[Path, Path]],
+) -> None:
+    p256 = LocalSigner.from_file(str(key_files["ecdsa-p256"][0]))
+    other = LocalSigner(ec.generate_private_key(ec.SECP256R1()))
+    envelope = dsse.sign_checked(b'{"a":1}', dsse.PAYLOAD_TYPE, p256)
+    assert dsse.verify(envelope, [p256.public_key()]).keyid == p256.keyid
+    with pytest.raises(Error, match="the new signature does not verify with the signer's own public key"):
+        dsse.sign_checked(b'{"a":1}', dsse.PAYLOAD_TYPE, SigningServiceWithAnotherKey(p256, other))

@@ -154,6 +154,7 @@ class Hashing:
             for _ in tasks:
                 number, hexes = self._workers.receive()
                 self._done(tasks[number], hexes)
+            self._workers.stop()  # now: the caller's next steps then write to no page a worker still shares
         except BaseException as error:  # raised by result(): this thread must not die silently
             with self._lock:
                 self._error = error

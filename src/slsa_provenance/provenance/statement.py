@@ -174,11 +174,14 @@ def canonical_statement(shape: dict[str, Any], subjects: Sequence[Subject]) -> b
     if not head.endswith(b'"subject":[]}'):  # "subject" sorts last among the Statement's keys
         raise ValueError("a Statement whose last key is not 'subject'")
     ordered = sorted(subjects, key=attrgetter("name"))
-    if _JSON_ESCAPED.search("".join(s.name for s in ordered)):
-        items = ",".join(
-            '{"digest":{"sha256":"%s"},"name":%s}' % (s.sha256, json.dumps(s.name, ensure_ascii=False))  # noqa: UP031
-            for s in ordered
-        )
-    else:  # no name needs escaping: the common case, several times faster
-        items = ",".join('{"digest":{"sha256":"%s"},"name":"%s"}' % (s.sha256, s.name) for s in ordered)  # noqa: UP031
-    return b"%b%b]}" % (head[:-2], items.encode())
+    if not ordered:
+        return head
+    names = list(map(attrgetter("name"), ordered))
+    if _JSON_ESCAPED.search("".join(names)):  # rare: checked for all names at once
+        names = [json.dumps(name, ensure_ascii=False)[1:-1] for name in names]
+    # {"digest":{"sha256":"H1"},"name":"N1"},{"digest":{"sha256":"H2"},...: joins, not a format per
+    # subject (a quarter fewer instructions)
+    items = '"},{"digest":{"sha256":"'.join(
+        map('"},"name":"'.join, zip(map(attrgetter("sha256"), ordered), names, strict=True))
+    )
+    return b'%b{"digest":{"sha256":"%b"}]}' % (head[:-2], items.encode())

@@ -90,6 +90,7 @@ class Processes(_Workers):
 
     def __init__(self, run: Run, count: int) -> None:
         super().__init__()
+        self._stopping = threading.Lock()
         self._pids: list[int] = []
         answers: list[int] = []
         jobs_in, self._jobs_out = os.pipe()
@@ -120,17 +121,18 @@ class Processes(_Workers):
             _write(self._jobs_out, b"".join(_JOB.pack(*job) for job in jobs[first : first + _JOBS_PER_WRITE]))
 
     def stop(self) -> None:
-        """Kills the workers, finished or not, and waits for them."""
-        if self._jobs_out >= 0:
-            os.close(self._jobs_out)
-            self._jobs_out = -1
-        for pid in self._pids:
-            try:
-                os.kill(pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
-            os.waitpid(pid, 0)
-        self._pids = []
+        """Kills the workers, finished or not, and waits for them. Any thread, any number of times."""
+        with self._stopping:
+            if self._jobs_out >= 0:
+                os.close(self._jobs_out)
+                self._jobs_out = -1
+            for pid in self._pids:
+                try:
+                    os.kill(pid, signal.SIGKILL)
+                except ProcessLookupError:
+                    pass
+                os.waitpid(pid, 0)
+            self._pids = []
 
     def _relay(self, descriptor: int) -> None:
         """One worker's answers, onto the queue `receive` reads, until its pipe closes."""

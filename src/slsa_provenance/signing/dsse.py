@@ -110,15 +110,14 @@ def sign(payload: bytes, payload_type: str, signer: Signer) -> Envelope:
 def sign_checked(payload: bytes, payload_type: str, signer: Signer) -> Envelope:
     """`sign`, then verify the signature with the signer's own public key. Raises Error when it does
     not verify (a faulty key or signing service), so that nothing is written."""
-    envelope = sign(payload, payload_type, signer)
-    try:
-        verify(envelope, [signer.public_key()])
-    except VerificationError as exc:
+    message = pae(payload_type, payload)  # once: a copy of the payload, megabytes for a large drop
+    signature = Signature(keyid=signer.keyid, sig=signer.sign(message))
+    if not verify_signature(signer.public_key(), signature.sig, message):
         raise Error(
             "the new signature does not verify with the signer's own public key",
             "the key or the signing service is faulty; nothing was written",
-        ) from exc
-    return envelope
+        )
+    return Envelope(payload=payload, payload_type=payload_type, signatures=(signature,))
 
 
 @dataclass(frozen=True)
