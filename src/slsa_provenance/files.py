@@ -11,7 +11,9 @@ from __future__ import annotations
 
 import os
 import tempfile
+import threading
 from collections.abc import Callable, Mapping, Sequence
+from functools import partial
 from pathlib import Path
 
 from slsa_provenance.errors import Error, InputError
@@ -32,16 +34,20 @@ def write_files(
     staged: list[tuple[str, Path]] = []
     try:
         try:
-            for target, data in contents.items():
-                _make_parents(target.parent, created)
-                handle, temporary = tempfile.mkstemp(prefix=f".{target.name}.", dir=target.parent)
-                staged.append((temporary, target))
-                with os.fdopen(handle, "wb") as stream:
-                    for part in [data] if isinstance(data, bytes) else data:
-                        stream.write(part)
-                    stream.flush()
-                    os.fsync(stream.fileno())
-                os.chmod(temporary, 0o600 if target in private else 0o644)
+            writes = []
+            try:
+                for target, data in contents.items():
+                    _make_parents(target.parent, created)
+                    handle, temporary = tempfile.mkstemp(prefix=f".{target.name}.", dir=target.parent)
+                    staged.append((temporary, target))
+                    parts = [data] if isinstance(data, bytes) else data
+                    mode = 0o600 if target in private else 0o644
+                    writes.append(partial(_fill, handle, temporary, parts, mode))
+            except BaseException:
+                for write in writes:
+                    os.close(write.args[0])
+                raise
+            _at_once(writes)
         except OSError as exc:
             raise _cannot_write(exc, contents) from exc
         if before_rename is not None:
@@ -57,6 +63,37 @@ def write_files(
         for folder in reversed(created):
             folder.rmdir()
         raise
+
+
+def _fill(handle: int, path: str, parts: Sequence[bytes], mode: int) -> None:
+    with os.fdopen(handle, "wb") as stream:
+        for part in parts:
+            stream.write(part)
+        stream.flush()
+        os.fsync(stream.fileno())
+    os.chmod(path, mode)
+
+
+def _at_once(writes: Sequence[Callable[[], None]]) -> None:
+    """Every write, each but the first in a thread of its own (writing and syncing let go of the
+    GIL: two large files take about the time of one); raises the first error once all are done."""
+    errors: list[BaseException] = []
+
+    def run(write: Callable[[], None]) -> None:
+        try:
+            write()
+        except BaseException as error:  # raised below, in the caller's thread
+            errors.append(error)
+
+    threads = [threading.Thread(target=run, args=(write,)) for write in writes[1:]]
+    for thread in threads:
+        thread.start()
+    for write in writes[:1]:
+        run(write)
+    for thread in threads:
+        thread.join()
+    if errors:
+        raise errors[0]
 
 
 def _cannot_write(exc: OSError, contents: Mapping[Path, object]) -> Error:

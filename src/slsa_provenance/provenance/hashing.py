@@ -146,15 +146,15 @@ class Hashing:
             for _ in surveys:
                 self._workers.receive()
             self._sizes = files.sizes
-            self._bytes_total = sum(self._sizes)
             tasks = self._tasks()
             self._workers.send(
                 [(i, _LARGE if t.large else _RUN, t.start, t.stop) for i, t in enumerate(tasks)]
             )
+            self._bytes_total = sum(task.bytes for task in tasks)
             for _ in tasks:
                 number, hexes = self._workers.receive()
                 self._done(tasks[number], hexes)
-            self._workers.stop()  # now: the caller's next steps then write to no page a worker still shares
+            self._workers.stop()  # done: they end now, not when the caller leaves the block
         except BaseException as error:  # raised by result(): this thread must not die silently
             with self._lock:
                 self._error = error
@@ -162,10 +162,13 @@ class Hashing:
 
     def _tasks(self) -> list[_Task]:
         """Large files first, largest first; then the others in runs of names, cut by count and bytes."""
-        sizes = self._sizes
-        large = sorted((i for i, size in enumerate(sizes) if size >= _BIG), key=lambda i: -sizes[i])
-        tasks = [_Task(index, index + 1, True, sizes[index]) for index in large]
-        ends = list(accumulate(size if size < _BIG else 0 for size in sizes))
+        sizes = self._sizes.tolist()  # while this runs, the workers wait: plain ints are quickest
+        if max(sizes, default=0) < _BIG:  # most drops
+            tasks, ends = [], list(accumulate(sizes))
+        else:
+            large = sorted((i for i, size in enumerate(sizes) if size >= _BIG), key=lambda i: -sizes[i])
+            tasks = [_Task(index, index + 1, True, sizes[index]) for index in large]
+            ends = list(accumulate(size if size < _BIG else 0 for size in sizes))
         start = 0
         while start < len(sizes):
             before = ends[start - 1] if start else 0
