@@ -6,6 +6,7 @@ import os
 import sys
 import threading
 import time
+from pathlib import Path
 
 import pytest
 
@@ -125,3 +126,13 @@ def test_stopped_threads_release_a_waiting_receiver() -> None:
     workers.stop()
     with pytest.raises(Error, match="stopped before it finished"):
         workers.receive()
+
+
+@forking
+def test_sending_after_stop_raises_and_writes_nowhere(tmp_path: Path) -> None:
+    workers = Processes(echo, 1)
+    workers.stop()
+    with open(tmp_path / "opened-after-stop", "wb"):  # may well be given the pipe's old number
+        with pytest.raises(OSError):
+            workers.send([(0, 0, 0, 1)])
+    assert (tmp_path / "opened-after-stop").read_bytes() == b""

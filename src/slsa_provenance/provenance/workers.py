@@ -35,10 +35,6 @@ _JOB = struct.Struct("<4q")
 _JOBS_PER_WRITE = 4096 // _JOB.size  # a pipe writes up to 4096 bytes at once, never split between readers
 _ANSWER = struct.Struct("<q?q")  # job number, failed, length of what follows
 _GONE = (-1, "")
-_WORKER_GONE = Error(
-    "a hashing worker stopped before it finished (killed by the system, out of memory?)",
-    "run the step again; if it stops again, give the agent more memory",
-)
 
 
 class _Workers:
@@ -52,7 +48,10 @@ class _Workers:
         if isinstance(answer, BaseException):
             raise answer
         if (number, answer) == _GONE:
-            raise _WORKER_GONE
+            raise Error(
+                "a hashing worker stopped before it finished (killed by the system, out of memory?)",
+                "run the step again; if it stops again, give the agent more memory",
+            )
         return number, answer
 
 
@@ -99,7 +98,11 @@ class Processes(_Workers):
             for _ in range(count):
                 answers_in, answers_out = os.pipe()
                 answers.append(answers_in)
-                pid = os.fork()
+                try:
+                    pid = os.fork()
+                except OSError:
+                    os.close(answers_out)
+                    raise
                 if pid == 0:
                     os.close(self._jobs_out)
                     for descriptor in answers:
@@ -118,8 +121,15 @@ class Processes(_Workers):
             threading.Thread(target=self._relay, args=(descriptor,), daemon=True).start()
 
     def send(self, jobs: Sequence[Job]) -> None:
-        for first in range(0, len(jobs), _JOBS_PER_WRITE):
-            _write(self._jobs_out, b"".join(_JOB.pack(*job) for job in jobs[first : first + _JOBS_PER_WRITE]))
+        """Raises OSError once `stop` has run (in another thread, say)."""
+        with self._stopping:  # a copy of the pipe's end: stop() may close it meanwhile, and its number
+            descriptor = os.dup(self._jobs_out)  # be given to another file this process opens
+        try:
+            for first in range(0, len(jobs), _JOBS_PER_WRITE):
+                chunk = jobs[first : first + _JOBS_PER_WRITE]
+                _write(descriptor, b"".join(_JOB.pack(*job) for job in chunk))
+        finally:
+            os.close(descriptor)
 
     def stop(self) -> None:
         """Kills the workers, finished or not, and waits for them. Any thread, any number of times."""
