@@ -1427,3 +1427,35 @@ def test_hole_a_folder_without_its_sbom_passes_a_policy_that_requires_one(
         line.startswith("FAILED: _manifest/spdx_2.2/manifest.spdx.json: (10) sbom: ") and "is missing" in line
         for line in result.lines()
     ), result.lines()
+
+
+def test_images_verified_by_two_trusted_keys_name_both_in_key_id(
+    request: pytest.FixtureRequest, key_files: dict[str, tuple[Path, Path]], tmp_path: Path, capsys: Any
+) -> None:
+    """keyId names every trusted key that verified the images, not the first image's alone."""
+    azure, server = _registry_stack(request)
+    from slsa_provenance import step
+    from slsa_provenance.signing.keys import fingerprint, load_public_key
+    from test_registry import generate, repository
+
+    images, fingerprints = [], []
+    for key_type in ("ecdsa-p256", "ecdsa-p384"):
+        private, public = key_files[key_type]
+        repo = repository()
+        image = f"{server.host}/{repo}@{server.push_image(repo)}"
+        code, _, err = generate(azure, private, tmp_path / key_type, "--image", image, "--attach")
+        assert code == 0, err
+        images.append(image)
+        fingerprints.append(fingerprint(load_public_key(public.read_bytes(), str(public))))
+    inputs = {
+        "INPUT_COMMAND": "verify",
+        "INPUT_VERIFYIMAGES": "\n".join(images),
+        "INPUT_TRUSTEDKEYS": "\n".join(str(key_files[k][1]) for k in ("ecdsa-p384", "ecdsa-p256")),
+        "AGENT_TEMPDIRECTORY": str(tmp_path),
+    }
+    step.main({**azure.env, **inputs})
+    out = capsys.readouterr().out
+    assert "##vso[task.complete result=Succeeded]all 2 images verified" in out, out
+    assert len(set(fingerprints)) == 2
+    key_id = next(line for line in out.splitlines() if "variable=keyId]" in line)
+    assert key_id == f"##vso[task.setvariable variable=keyId]{'%0A'.join(sorted(fingerprints))}"

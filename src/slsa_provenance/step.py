@@ -225,8 +225,8 @@ def _verify(run: AgentRun) -> str:
 def _images_verified(reports: Sequence[ImageReport]) -> str:
     failed = [r for r in reports if not r.passed]
     vso.emit("task.setvariable", str(len(reports) - len(failed)), variable="subjectCount")
-    keyid = next((a.keyid for r in reports for a in r.attestations if not a.error), "")
-    vso.emit("task.setvariable", keyid, variable="keyId")
+    keyids = sorted({a.keyid for r in reports for a in r.attestations if not a.error})
+    vso.emit("task.setvariable", "\n".join(keyids), variable="keyId")  # every key that verified one
     if failed:
         raise Error(
             f"{len(failed)} of {len(reports)} images failed verification; first: "
