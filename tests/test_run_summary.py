@@ -171,6 +171,26 @@ def test_a_passing_gate_records_what_each_check_compared(
     assert summary["source"] == generated["source"] and summary["builder"] == generated["builder"]
 
 
+def test_a_refused_sidecar_fails_check_10_not_check_9(
+    tmp_path: Path, drop: Path, key_files, capsys: pytest.CaptureFixture[str]
+) -> None:  # type: ignore[no-untyped-def]
+    """The gate refuses a `.sha256` sidecar that does not match its SBOM by check (10); the tab
+    showed that under (9) "artifacts are subjects" while (10) read "not checked"."""
+    private, public = key_files["ecdsa-p256"]
+    generate(tmp_path / "g", drop, private, capsys)
+    (drop / "_manifest" / "spdx_2.2" / "manifest.spdx.json.sha256").write_text("a" * 64)
+    summary = verify(tmp_path / "v", drop, public, "refs/heads/*", capsys)
+    checks = {c["number"]: c for c in summary["checks"]}
+    assert summary["verdict"] == "FAILED"
+    assert (checks[9]["status"], checks[9]["got"]) == ("passed", "6 of 6 artifacts are subjects")
+    assert checks[10]["status"] == "failed"
+    assert checks[10]["detail"].startswith(
+        "_manifest/spdx_2.2/manifest.spdx.json.sha256 does not match _manifest/spdx_2.2/manifest.spdx.json"
+    )
+    assert checks[10]["expected"] == "a" * 64 and len(checks[10]["got"]) == 64
+    assert summary["artifacts"]["failed"] == 1
+
+
 def test_a_summary_that_cannot_be_written_is_a_warning(
     tmp_path: Path, drop: Path, key_files, capsys: pytest.CaptureFixture[str]
 ) -> None:  # type: ignore[no-untyped-def]

@@ -60,7 +60,7 @@ CHECKS = (
     (9, "artifacts"),
 )
 _NUMBERED = re.compile(r"\((\d+)\) [^:]*: (.*)", re.S)
-_GOT_EXPECTED = re.compile(r"(?:[^:]*: )?got (.*?), expected (.*)", re.S)
+_GOT_EXPECTED = re.compile(r"(?:.*?: )?(?:sha256 )?got (.*?), expected (.*)", re.S)
 
 
 def attach_generate(run: AgentRun, result: GenerateResult) -> None:
@@ -239,6 +239,9 @@ def _checks(report: Report | None, expected: Expectations, *, images: bool) -> l
             row["status"] = "not reached"
         elif number == 9:
             row |= _artifacts_row(report, images)
+        elif number == 10 and (refused := _refused_by_check(report, 10)):
+            detail = _numbered_detail(refused[0].error)
+            row |= {"status": "failed", "detail": detail, **_got_expected(detail)}
         else:
             row |= _verified_row(number, statement, expected, report.keyid)
         rows.append(row)
@@ -266,10 +269,29 @@ def _unquoted(text: str) -> str:
     return text[1:-1] if len(text) > 1 and text[0] == text[-1] and text[0] in "'\"" else text
 
 
+def _refused_by_check(report: Report, number: int) -> list[Any]:
+    """The artifacts refused by check `number` (their errors say which; an unnumbered one is (9)'s)."""
+    return [r for r in report.results if not r.passed and _check_of(r.error) == number]
+
+
+def _check_of(error: str) -> int:
+    numbered = _NUMBERED.match(error)
+    return int(numbered.group(1)) if numbered else 9
+
+
+def _numbered_detail(error: str) -> str:
+    numbered = _NUMBERED.match(error)
+    return numbered.group(2) if numbered else error
+
+
 def _artifacts_row(report: Report, images: bool) -> dict[str, Any]:
+    """Check (9): every artifact a subject; those refused by another check (a sidecar by (10)) count
+    under theirs."""
     what = "image digests" if images else "artifacts"
-    failed = [r for r in report.results if not r.passed]
-    total = len(report.results)
+    others = {id(r) for r in report.results if not r.passed and _check_of(r.error) != 9}
+    results = [r for r in report.results if id(r) not in others]
+    failed = [r for r in results if not r.passed]
+    total = len(results)
     got = f"{total - len(failed)} of {total} {what} are subjects"
     if not failed:
         return {"status": "passed", "got": got, "expected": f"every one of the {total}"}
