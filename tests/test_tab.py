@@ -23,7 +23,10 @@ from cryptography.hazmat.primitives import serialization
 from conftest import COMMIT, REPO, AzureStack
 from fakes import CertificateAuthority, HttpsServer, Request, Response, json_response
 from pipeline_schema import PipelineValidator, load_manifest, task_entry, task_manifest
+from registry import DockerRegistry
 from slsa_provenance import step
+from slsa_provenance.signing.keys import fingerprint, load_public_key
+from test_registry import acr, registry, repository  # noqa: F401 (the real registry's fixtures, asked for by name)
 from test_run_summary import attached, generate, step_env, validator, verify
 
 CHROMIUM = Path("/usr/bin/chromium")
@@ -352,3 +355,53 @@ def test_a_gate_lists_the_artifacts_that_changed(
     assert "Failed artifacts (203 of 205)" in report["text"]
     assert "(9) subject: bin/part-000.bin sha256 got " in report["text"]
     assert "and 3 more: the step's log lists every one" in report["text"]
+
+
+def test_an_image_gate_shows_each_image_and_every_key_that_verified(
+    page, request: pytest.FixtureRequest, tmp_path: Path, key_files, capsys: pytest.CaptureFixture[str]
+) -> None:  # type: ignore[no-untyped-def]
+    """Two images attested by the packaged step with two keys, verified together: the tab lists both
+    with where each attestation was found and by which key; a third image without one fails."""
+    stack: AzureStack = request.getfixturevalue("acr")  # the real registry's fixtures, by name
+    server: DockerRegistry = request.getfixturevalue("registry")
+    images, fingerprints = [], []
+    for key_type in ("ecdsa-p256", "ecdsa-p384"):
+        private, public = key_files[key_type]
+        repo = repository()
+        image = f"{server.host}/{repo}@{server.push_image(repo)}"
+        inputs = {
+            "command": "generate",
+            "dropFolder": str(tmp_path / key_type),
+            "signingMethod": "localKey",
+            "localKeyFile": str(private),
+            "images": image,
+            "attachToImages": "true",
+        }
+        (tmp_path / key_type).mkdir()
+        assert step.main({**step_env(tmp_path, **inputs), **stack.env}) == 0, capsys.readouterr().out
+        capsys.readouterr()
+        images.append(image)
+        fingerprints.append(fingerprint(load_public_key(public.read_bytes(), str(public))))
+    bare = repository()
+    unattested = f"{server.host}/{bare}@{server.push_image(bare)}"
+    inputs = {
+        "command": "verify",
+        "verifyImages": "\n".join([*images, unattested]),
+        "trustedKeys": "\n".join(str(key_files[k][1]) for k in ("ecdsa-p256", "ecdsa-p384")),
+        "expectedRef": "refs/heads/main",
+    }
+    assert step.main({**step_env(tmp_path, **inputs), **stack.env}) == 0
+    out = capsys.readouterr().out
+    assert "##vso[task.complete result=Failed]1 of 3 images failed verification" in out, out
+    _, summary = attached(out)
+    assert summary["keyId"] == ", ".join(sorted(fingerprints))
+    report, _ = page([summary], height=1600)
+    assert "Verification failed" in report["badges"]
+    assert "Images (3)" in report["text"]
+    for image, key in zip(images, fingerprints, strict=True):
+        assert image in report["text"]
+        assert f"verified, signed by {key}" in report["text"]
+    assert f"{unattested}" in report["text"] and "Failed" in report["text"]
+    assert ", ".join(sorted(fingerprints)) in report["text"]  # "Verified with key"
+    assert "no attestation found (referrers, tag sha256-<hex>, cosign .att)" in report["text"]
+    assert f"Checks (the first image: {images[0]})" in report["text"]

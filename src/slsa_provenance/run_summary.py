@@ -108,7 +108,7 @@ def attach_verify(run: AgentRun, options: GateOptions, result: GateResult) -> No
     summary = {
         **_header("verify", run),
         "verdict": "PASSED" if result.passed else "FAILED",
-        "keyId": report.keyid if report is not None else "",
+        "keyId": _image_keys(result.images) if result.report is None else (report.keyid if report else ""),
         "level": _level(result),
         "checks": checks,
         "artifacts": {
@@ -214,6 +214,11 @@ def _image_report(images: Sequence[ImageReport]) -> Report | None:
             if attestation.report is not None:
                 return attestation.report
     return None
+
+
+def _image_keys(images: Sequence[ImageReport]) -> str:
+    """Every trusted key that verified one of the images (as the step's keyId output names them)."""
+    return ", ".join(sorted({a.keyid for r in images for a in r.attestations if not a.error}))
 
 
 def _image(report: ImageReport) -> dict[str, Any]:

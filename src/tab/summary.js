@@ -60,8 +60,11 @@ function verifyBody(summary) {
   // A check before (9) fails every artifact with its own message, which the checks table shows once.
   const stopped = (summary.checks || []).some((c) => c.status === "failed" && c.number !== 9);
   const failed = stopped ? [] : artifacts.listed.filter((a) => a.error);
+  const images = summary.images || [];
+  // An image gate's checks are those of the first image's attestation; every image's verdict is below.
+  const checksTitle = images.length > 1 ? `Checks (the first image: ${images[0].name}@${images[0].digest})` : "Checks";
   return [
-    section("Checks", checksTable(summary.checks || [])),
+    section(checksTitle, checksTable(summary.checks || [])),
     facts([
       ["Verdict", summary.verdict],
       ["Verified with key", summary.keyId ? name(summary.keyId, "value") : ""],
@@ -72,7 +75,7 @@ function verifyBody(summary) {
     summary.source && section("Source", sourceFacts(summary.source)),
     summary.builder && section("Build", builderFacts(summary.builder, summary.level)),
     summary.sboms && sbomSection(summary.sboms),
-    verifiedImages(summary.images || []),
+    verifiedImages(images),
     failed.length > 0 && section(`Failed artifacts (${artifacts.failed.toLocaleString("en-US")} of ${artifacts.total.toLocaleString("en-US")})`,
       el("ul", { className: "failures" }, failed.slice(0, FAILURES_SHOWN).map((a) => el("li", {}, name(a.name), el("div", { className: "detail", text: a.error })))),
       failed.length > FAILURES_SHOWN && el("p", { className: "muted", text: `and ${(failed.length - FAILURES_SHOWN).toLocaleString("en-US")} more: the step's log lists every one` })),
@@ -151,7 +154,9 @@ function verifiedImages(images) {
   return section(`Images (${images.length})`, el("ul", { className: "failures" }, images.map((image) => el("li", {},
     el("span", { className: `status ${image.passed ? "passed" : "failed"}`, text: image.passed ? "Passed" : "Failed" }), " ",
     name(`${image.name}@${image.digest}`),
-    image.attestations.map((a) => el("div", { className: "detail" }, `${a.where}: `, a.error ? a.error : `verified, signed by ${a.keyId}`))))));
+    image.attestations.length === 0
+      ? el("div", { className: "detail", text: "no attestation found (referrers, tag sha256-<hex>, cosign .att): attach provenance with generate --attach" })
+      : image.attestations.map((a) => el("div", { className: "detail" }, `${a.where}: `, a.error ? a.error : `verified, signed by ${a.keyId}`))))));
 }
 
 function digestValue(sha256, what) {
