@@ -36,6 +36,7 @@ from slsa_provenance.signing import dsse
 from slsa_provenance.signing.keys import public_key_pem
 from slsa_provenance.signing.local import LocalSigner
 from test_registry import acr, registry  # noqa: F401 (the real registry's fixtures, asked for by name)
+from test_run_summary import step_env
 
 APP = b"app v1\n"
 APP_SHA = hashlib.sha256(APP).hexdigest()
@@ -953,13 +954,13 @@ def test_hole_the_key_id_output_is_the_trusted_keys_never_the_envelopes(
     provenance = _provenance_file(tmp_path, signer, statement(), keyid=forged)
     _write("app", APP)(tmp_path)
     step.main(
-        {
-            "AGENT_TEMPDIRECTORY": str(tmp_path),
-            "INPUT_COMMAND": "verify",
-            "INPUT_PROVENANCEFILE": str(provenance),
-            "INPUT_TRUSTEDKEYS": str(tmp_path / "trusted.pub"),
-            "INPUT_ARTIFACTS": str(tmp_path / "app"),
-        }
+        step_env(
+            tmp_path / "job",
+            command="verify",
+            provenanceFile=str(provenance),
+            trustedKeys=str(tmp_path / "trusted.pub"),
+            artifacts=str(tmp_path / "app"),
+        )
     )
     out = capsys.readouterr().out
     assert "##vso[task.complete result=Succeeded]" in out, out
@@ -1158,13 +1159,8 @@ def test_a_tag_is_verified_as_the_digest_it_resolved_to(
     assert code == 0, err
     code, out, err = verify(azure, public, f"{server.host}/{repo}:release")
     assert code == 0 and f"verified image: {server.host}/{repo}@{digest}\n" in err, out + err
-    inputs = {
-        "INPUT_COMMAND": "verify",
-        "INPUT_VERIFYIMAGES": f"{server.host}/{repo}:release",
-        "INPUT_TRUSTEDKEYS": str(public),
-        "AGENT_TEMPDIRECTORY": str(tmp_path),
-    }
-    step.main({**azure.env, **inputs})
+    inputs = {"verifyImages": f"{server.host}/{repo}:release", "trustedKeys": str(public)}
+    step.main({**step_env(tmp_path / "job", command="verify", **inputs), **azure.env})
     out = capsys.readouterr().out
     assert "##vso[task.complete result=Succeeded]" in out, out
     assert f"##vso[task.setvariable variable=verifiedImages]{server.host}/{repo}@{digest}\n" in out
@@ -1448,12 +1444,10 @@ def test_images_verified_by_two_trusted_keys_name_both_in_key_id(
         images.append(image)
         fingerprints.append(fingerprint(load_public_key(public.read_bytes(), str(public))))
     inputs = {
-        "INPUT_COMMAND": "verify",
-        "INPUT_VERIFYIMAGES": "\n".join(images),
-        "INPUT_TRUSTEDKEYS": "\n".join(str(key_files[k][1]) for k in ("ecdsa-p384", "ecdsa-p256")),
-        "AGENT_TEMPDIRECTORY": str(tmp_path),
+        "verifyImages": "\n".join(images),
+        "trustedKeys": "\n".join(str(key_files[k][1]) for k in ("ecdsa-p384", "ecdsa-p256")),
     }
-    step.main({**azure.env, **inputs})
+    step.main({**step_env(tmp_path / "job", command="verify", **inputs), **azure.env})
     out = capsys.readouterr().out
     assert "##vso[task.complete result=Succeeded]all 2 images verified" in out, out
     assert len(set(fingerprints)) == 2

@@ -22,7 +22,7 @@ from conftest import REPO, AzureStack, run_cli, statement_of
 from fakes import HttpsServer, Request
 from registry import OCI_INDEX, OCI_MANIFEST, AcrTokens, DockerRegistry, ReferrersProxy
 from slsa_provenance.azure.agent import AgentRun
-from test_run_summary import attached
+from test_run_summary import attached, step_env
 
 pytestmark = pytest.mark.integration
 BUNDLE = "application/vnd.dev.sigstore.bundle.v0.3+json"
@@ -397,15 +397,15 @@ def test_the_step_attests_and_attaches_images_alone_then_verifies_them(  # type:
     staging.mkdir()
     private, public = key_files["ecdsa-p256"]
     inputs = {
-        "INPUT_COMMAND": "generate",
-        "INPUT_DROPFOLDER": str(staging),
-        "INPUT_SIGNINGMETHOD": "localKey",
-        "INPUT_LOCALKEYFILE": str(private),
-        "INPUT_IMAGES": f"{registry.host}/{repo}:v2\n",
-        "INPUT_ATTACHTOIMAGES": "true",
-        "INPUT_ATTACHFORMAT": "both",
+        "command": "generate",
+        "dropFolder": str(staging),
+        "signingMethod": "localKey",
+        "localKeyFile": str(private),
+        "images": f"{registry.host}/{repo}:v2\n",
+        "attachToImages": "true",
+        "attachFormat": "both",
     }
-    assert step.main({**acr.env, **inputs, "AGENT_TEMPDIRECTORY": str(tmp_path)}) == 0
+    assert step.main({**step_env(tmp_path / "job", **inputs), **acr.env}) == 0
     out = capsys.readouterr().out
     assert "##vso[task.complete result=Succeeded]" in out, out
     assert "holds no files: attesting the images alone" in out
@@ -420,12 +420,12 @@ def test_the_step_attests_and_attaches_images_alone_then_verifies_them(  # type:
     assert referrer["digest"] in variable and referrer["cosignTag"] == f"sha256-{digest[7:]}.att"
 
     verify_inputs = {
-        "INPUT_COMMAND": "verify",
-        "INPUT_VERIFYIMAGES": f"{registry.host}/{repo}@{digest}",
-        "INPUT_TRUSTEDKEYS": str(public),
-        "INPUT_EXPECTEDREF": "refs/heads/main",
+        "command": "verify",
+        "verifyImages": f"{registry.host}/{repo}@{digest}",
+        "trustedKeys": str(public),
+        "expectedRef": "refs/heads/main",
     }
-    assert step.main({**acr.env, **verify_inputs, "AGENT_TEMPDIRECTORY": str(tmp_path)}) == 0
+    assert step.main({**step_env(tmp_path / "job", **verify_inputs), **acr.env}) == 0
     out = capsys.readouterr().out
     assert "##vso[task.complete result=Succeeded]all 1 images verified" in out, out
     assert f"PASSED: {registry.host}/{repo}@{digest} (referrer sha256:" in out
@@ -434,8 +434,8 @@ def test_the_step_attests_and_attaches_images_alone_then_verifies_them(  # type:
     image_check = next(c for c in summary["checks"] if c["number"] == 9)
     assert (image_check["status"], image_check["got"]) == ("passed", "1 of 1 image digests are subjects")
 
-    verify_inputs["INPUT_EXPECTEDREF"] = "refs/tags/*"
-    step.main({**acr.env, **verify_inputs, "AGENT_TEMPDIRECTORY": str(tmp_path)})
+    verify_inputs["expectedRef"] = "refs/tags/*"
+    step.main({**step_env(tmp_path / "job", **verify_inputs), **acr.env})
     out = capsys.readouterr().out
     assert "##vso[task.complete result=Failed]1 of 1 images failed verification" in out
     assert "(7) ref: workflow.ref: got 'refs/heads/main', expected 'refs/tags/*'" in out
@@ -624,14 +624,13 @@ def test_a_policy_and_a_summary_apply_to_images(  # type: ignore[no-untyped-def]
 
     vsa.unlink()
     inputs = {
-        "INPUT_COMMAND": "verify",
-        "INPUT_VERIFYIMAGES": image,
-        "INPUT_POLICYFILE": str(policy),
-        "INPUT_VSAFILE": str(vsa),
-        "INPUT_VSASIGNER": f"file:{key_files['ed25519'][0]}",
-        "AGENT_TEMPDIRECTORY": str(tmp_path),
+        "command": "verify",
+        "verifyImages": image,
+        "policyFile": str(policy),
+        "vsaFile": str(vsa),
+        "vsaSigner": f"file:{key_files['ed25519'][0]}",
     }
-    step.main({**env, **inputs})
+    step.main({**step_env(tmp_path / "job", **inputs), **env})
     out = capsys.readouterr().out
     assert "##vso[task.complete result=Succeeded]all 1 images verified" in out, out
     assert f"##vso[task.setvariable variable=vsaPath]{vsa}" in out and vsa.is_file()

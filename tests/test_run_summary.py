@@ -12,6 +12,7 @@ from typing import Any
 import pytest
 from jsonschema import Draft202012Validator
 
+from agent import AgentJob
 from conftest import COMMIT, PIPELINE_ENV
 from slsa_provenance import run_summary, step
 
@@ -38,14 +39,19 @@ def attached(stdout: str) -> tuple[str, dict[str, Any]]:
     return name, summary
 
 
-def step_env(tmp_path: Path, **inputs: str) -> dict[str, str]:
-    return {
-        **PIPELINE_ENV,
-        "AGENT_TEMPDIRECTORY": str(tmp_path),
-        "SYSTEM_TASKINSTANCEID": "ce30c491-54d2-5ab2-f73d-c2aceaff5b23",
-        "SYSTEM_TASKDISPLAYNAME": "Attest the drop",
-        **{k if k.isupper() else f"INPUT_{k.upper()}": v for k, v in inputs.items()},
-    }
+def step_env(tmp_path: Path, **given: str) -> dict[str, str]:
+    """What the agent hands the step of a job in `tmp_path` (tests/agent.py): every task.json input, set
+    or at its default, formed as the agent forms it; upper-case names are the job's variables."""
+    job = AgentJob(
+        tmp_path,
+        variables={
+            "AGENT_TEMPDIRECTORY": str(tmp_path),
+            "SYSTEM_TASKINSTANCEID": "ce30c491-54d2-5ab2-f73d-c2aceaff5b23",
+            "SYSTEM_TASKDISPLAYNAME": "Attest the drop",
+            **{k: v for k, v in given.items() if k.isupper()},
+        },
+    )
+    return job.environment({k: v for k, v in given.items() if not k.isupper()})
 
 
 def generate_env(tmp_path: Path, drop: Path, key: Path, **variables: str) -> dict[str, str]:
@@ -86,7 +92,6 @@ def verify(
         expectedRef=ref,
         allowUnconfirmed="true",
     )
-    tmp_path.mkdir()
     assert step.main(env) == 0
     out = capsys.readouterr().out
     _, summary = attached(out)
@@ -194,7 +199,9 @@ def test_a_refused_sidecar_fails_check_10_not_check_9(
 def test_a_summary_that_cannot_be_written_is_a_warning(
     tmp_path: Path, drop: Path, key_files, capsys: pytest.CaptureFixture[str]
 ) -> None:  # type: ignore[no-untyped-def]
-    env = generate_env(tmp_path / "missing", drop, key_files["ed25519"][0])
+    env = generate_env(
+        tmp_path / "job", drop, key_files["ed25519"][0], AGENT_TEMPDIRECTORY=str(tmp_path / "missing")
+    )
     (tmp_path / "missing").write_text("a file where the temp folder should be")
     assert step.main(env) == 0
     out = capsys.readouterr().out

@@ -23,6 +23,7 @@ from slsa_provenance.signing import dsse
 from slsa_provenance.signing.keys import load_public_key
 from slsa_provenance.signing.local import LocalSigner
 from test_interop import securesystemslib_verifies
+from test_run_summary import step_env
 
 pytestmark = pytest.mark.integration
 APP = hashlib.sha256(b"app").hexdigest()
@@ -234,16 +235,14 @@ def test_the_step_signs_the_summary_with_key_vault(
 ) -> None:  # type: ignore[no-untyped-def]
     drop, provenance = signed_drop(tmp_path, key_files["ecdsa-p256"][0])
     output = tmp_path / "vsa.intoto.jsonl"
-    env = {
-        **azure.env,
-        "AGENT_TEMPDIRECTORY": str(tmp_path),
-        "INPUT_COMMAND": "verify",
-        "INPUT_PROVENANCEFILE": str(provenance),
-        "INPUT_TRUSTEDKEYS": str(key_files["ecdsa-p256"][1]),
-        "INPUT_ARTIFACTS": str(drop),
-        "INPUT_VSAFILE": str(output),
-        "INPUT_VSASIGNER": f"https://127.0.0.1:{azure.vault.port}/keys/p256",
+    inputs = {
+        "provenanceFile": str(provenance),
+        "trustedKeys": str(key_files["ecdsa-p256"][1]),
+        "artifacts": str(drop),
+        "vsaFile": str(output),
+        "vsaSigner": f"https://127.0.0.1:{azure.vault.port}/keys/p256",
     }
+    env = {**step_env(tmp_path / "job", command="verify", **inputs), **azure.env}
     step.main(env)
     out = capsys.readouterr().out
     assert "##vso[task.complete result=Succeeded]" in out, out

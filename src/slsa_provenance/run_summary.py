@@ -29,6 +29,7 @@ from slsa_provenance.gate.checks import (
     COMMIT_PATH,
     REF_PATH,
     REPOSITORY_PATH,
+    ArtifactResult,
     Expectations,
     Report,
 )
@@ -108,7 +109,7 @@ def attach_verify(run: AgentRun, options: GateOptions, result: GateResult) -> No
     summary = {
         **_header("verify", run),
         "verdict": "PASSED" if result.passed else "FAILED",
-        "keyId": _image_keys(result.images) if result.report is None else (report.keyid if report else ""),
+        "keyId": ", ".join(result.keyids),
         "level": _level(result),
         "checks": checks,
         "artifacts": {
@@ -216,11 +217,6 @@ def _image_report(images: Sequence[ImageReport]) -> Report | None:
     return None
 
 
-def _image_keys(images: Sequence[ImageReport]) -> str:
-    """Every trusted key that verified one of the images (as the step's keyId output names them)."""
-    return ", ".join(sorted({a.keyid for r in images for a in r.attestations if not a.error}))
-
-
 def _image(report: ImageReport) -> dict[str, Any]:
     return {
         "name": report.image.reference.name,
@@ -244,8 +240,8 @@ def _checks(report: Report | None, expected: Expectations, *, images: bool) -> l
             row["status"] = "not reached"
         elif number == 9:
             row |= _artifacts_row(report, images)
-        elif number == 10 and (refused := _refused_by_check(report, 10)):
-            detail = _numbered_detail(refused[0].error)
+        elif number == 10 and (refused := [r for r in report.results if _refused_by(r) == 10]):
+            detail = _numbered(refused[0].error, 10)[1]
             row |= {"status": "failed", "detail": detail, **_got_expected(detail)}
         else:
             row |= _verified_row(number, statement, expected, report.keyid)
@@ -258,10 +254,14 @@ def _first_failure(report: Report | None) -> tuple[int, str] | None:
     one refused by name, a sidecar by check (10), says nothing of the signature)."""
     if report is None or report.keyid:
         return None
-    numbered = _NUMBERED.match(report.failure)
-    if numbered is None:  # not verified, for a reason no check names: nothing after it was reached
-        return 1, report.failure or "the provenance did not verify"
-    return int(numbered.group(1)), numbered.group(2)
+    # not verified for a reason no check names: nothing after (1) was reached
+    return _numbered(report.failure or "the provenance did not verify", 1)
+
+
+def _numbered(message: str, unnumbered: int) -> tuple[int, str]:
+    """(check, the rest) of `(N) field: rest`; a message without a number is check `unnumbered`'s."""
+    numbered = _NUMBERED.match(message)
+    return (int(numbered.group(1)), numbered.group(2)) if numbered else (unnumbered, message)
 
 
 def _got_expected(detail: str) -> dict[str, Any]:
@@ -274,27 +274,16 @@ def _unquoted(text: str) -> str:
     return text[1:-1] if len(text) > 1 and text[0] == text[-1] and text[0] in "'\"" else text
 
 
-def _refused_by_check(report: Report, number: int) -> list[Any]:
-    """The artifacts refused by check `number` (their errors say which; an unnumbered one is (9)'s)."""
-    return [r for r in report.results if not r.passed and _check_of(r.error) == number]
-
-
-def _check_of(error: str) -> int:
-    numbered = _NUMBERED.match(error)
-    return int(numbered.group(1)) if numbered else 9
-
-
-def _numbered_detail(error: str) -> str:
-    numbered = _NUMBERED.match(error)
-    return numbered.group(2) if numbered else error
+def _refused_by(result: ArtifactResult) -> int | None:
+    """The check that refused an artifact (its error names it; an unnumbered one is (9)'s), or None."""
+    return None if result.passed else _numbered(result.error, 9)[0]
 
 
 def _artifacts_row(report: Report, images: bool) -> dict[str, Any]:
     """Check (9): every artifact a subject; those refused by another check (a sidecar by (10)) count
     under theirs."""
     what = "image digests" if images else "artifacts"
-    others = {id(r) for r in report.results if not r.passed and _check_of(r.error) != 9}
-    results = [r for r in report.results if id(r) not in others]
+    results = [r for r in report.results if _refused_by(r) in (None, 9)]
     failed = [r for r in results if not r.passed]
     total = len(results)
     got = f"{total - len(failed)} of {total} {what} are subjects"

@@ -12,7 +12,7 @@ import os
 import sys
 import tempfile
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -22,7 +22,7 @@ from slsa_provenance.errors import Error, InputError
 from slsa_provenance.provenance.hashing import Progress
 
 if TYPE_CHECKING:
-    from slsa_provenance.gate.images import ImageReport
+    from slsa_provenance.gate.flow import GateResult
 
 
 def main(env: Mapping[str, str] | None = None) -> int:
@@ -207,7 +207,7 @@ def _verify(run: AgentRun) -> str:
     vso.emit("task.setvariable", str(result.vsa_path or ""), variable="vsaPath")
     if result.report is None:
         vso.emit("task.setvariable", "\n".join(result.verified_images), variable="verifiedImages")
-        return _images_verified(result.images)
+        return _images_verified(result)
     report = result.report
     passed = [r for r in report.results if r.passed]
     vso.emit("task.setvariable", str(len(passed)), variable="subjectCount")
@@ -222,11 +222,11 @@ def _verify(run: AgentRun) -> str:
     return f"all {len(passed)} artifacts verified (signed by {report.keyid})"
 
 
-def _images_verified(reports: Sequence[ImageReport]) -> str:
+def _images_verified(result: GateResult) -> str:
+    reports = result.images
     failed = [r for r in reports if not r.passed]
     vso.emit("task.setvariable", str(len(reports) - len(failed)), variable="subjectCount")
-    keyids = sorted({a.keyid for r in reports for a in r.attestations if not a.error})
-    vso.emit("task.setvariable", "\n".join(keyids), variable="keyId")  # every key that verified one
+    vso.emit("task.setvariable", "\n".join(result.keyids), variable="keyId")
     if failed:
         raise Error(
             f"{len(failed)} of {len(reports)} images failed verification; first: "

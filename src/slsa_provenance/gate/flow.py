@@ -83,6 +83,13 @@ class GateResult:
         return self.report.passed if self.report is not None else all(r.passed for r in self.images)
 
     @property
+    def keyids(self) -> list[str]:
+        """The trusted keys that verified: the provenance's, or every one that verified an image."""
+        if self.report is not None:
+            return [self.report.keyid] if self.report.keyid else []
+        return sorted({a.keyid for r in self.images for a in r.attestations if not a.error})
+
+    @property
     def verified_images(self) -> list[str]:
         """`REPO@sha256:HEX` of every image verified (a tag resolved once, to what was verified);
         none unless every image passed, so that a deployment pulls only what passed."""

@@ -32,7 +32,7 @@ import sys
 import threading
 from array import array
 from bisect import bisect_right
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from itertools import accumulate
 from pathlib import Path
@@ -239,46 +239,39 @@ class _Files:
 
     def digest(self, task: _Task) -> str:
         """The task's hex digests, concatenated. A run of files goes to the native module, 32 at a
-        time; a large file alone, and every file without the module, streams through hashlib."""
-        native = _NATIVE if self.native else None
-        sizes = self.sizes[task.start : task.stop]
-        if native is not None and not task.large and max(sizes) < _BIG:  # most runs: one call
-            joined: bytes
-            joined, refused = native.digest_files(
-                [f"{self.root}/{name}" for name in self.names[task.start : task.stop]],
+        time, in one call; a large file alone, every file without the module, and a file the native
+        loop found not as listed (read again, to name the problem) stream through hashlib."""
+        sizes, mtimes = self.sizes[task.start : task.stop], self.mtimes[task.start : task.stop]
+        indices: Sequence[int] = range(task.start, task.stop)
+        if not task.large and max(sizes) >= _BIG:  # a run with a large file in it, hashed on its own
+            indices = [index for index in indices if self.sizes[index] < _BIG]
+            sizes = memoryview(array("q", (self.sizes[index] for index in indices)))
+            mtimes = memoryview(array("q", (self.mtimes[index] for index in indices)))
+        joined: bytes
+        refused: bytes
+        joined, refused = b"", b"\x01" * len(indices)
+        if _NATIVE is not None and self.native and not task.large:
+            joined, refused = _NATIVE.digest_files(
+                [f"{self.root}/{self.names[index]}" for index in indices],
                 sizes,
-                self.mtimes[task.start : task.stop],
+                mtimes,
                 _arena()[:_NATIVE_ARENA],
             )
-            if 1 not in refused:
+            if 1 not in refused:  # most runs
                 return joined.hex()
-        chosen = [
-            (index, self.sizes[index], self.mtimes[index])
-            for index in range(task.start, task.stop)
-            if (self.sizes[index] >= _BIG) == task.large
-        ]
-        digests = self._native_digests(native, chosen) if native is not None and not task.large else {}
         stream = _arena()[_NATIVE_ARENA:]
         return b"".join(
-            digests.get(index)
-            or _sha256(f"{self.root}/{self.names[index]}", self.names[index], size, mtime, stream)
-            for index, size, mtime in chosen
+            _sha256(
+                f"{self.root}/{self.names[index]}",
+                self.names[index],
+                self.sizes[index],
+                self.mtimes[index],
+                stream,
+            )
+            if refused[position]
+            else joined[32 * position : 32 * position + 32]
+            for position, index in enumerate(indices)
         ).hex()
-
-    def _native_digests(self, native: ModuleType, files: list[tuple[int, int, int]]) -> dict[int, bytes]:
-        """Digests by index of the files the native loop read as they were listed; it leaves the
-        others to the streaming path, which reads them again and names the problem."""
-        joined, refused = native.digest_files(
-            [f"{self.root}/{self.names[index]}" for index, _, _ in files],
-            array("q", (size for _, size, _ in files)),
-            array("q", (mtime for _, _, mtime in files)),
-            _arena()[:_NATIVE_ARENA],
-        )
-        return {
-            index: joined[32 * position : 32 * position + 32]
-            for position, (index, _, _) in enumerate(files)
-            if not refused[position]
-        }
 
 
 def _stat(path: str, name: str) -> os.stat_result:
