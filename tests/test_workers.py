@@ -16,7 +16,17 @@ from slsa_provenance.provenance.workers import Processes, Threads
 forking = pytest.mark.skipif(sys.platform != "linux", reason="workers are forked on Linux only")
 
 
+MEETING: list[Path] = []  # set before the workers start: forked ones inherit it
+
+
 def echo(kind: int, start: int, stop: int) -> str:
+    if kind == 3:  # wait until another worker has taken a job of this kind: both are then reading
+        with MEETING[0].open("a") as meeting:
+            meeting.write(f"{os.getpid()}.{threading.get_ident()}\n")
+        deadline = time.monotonic() + 10
+        while len(set(MEETING[0].read_text().split())) < 2:
+            assert time.monotonic() < deadline, "the other worker never took a job"
+            time.sleep(0.001)
     if kind == 1:
         raise InputError(f"cannot read f{start}: No such file or directory", "make the file readable")
     if kind == 2:
@@ -31,11 +41,15 @@ def answers(workers: Processes | Threads, count: int) -> dict[int, str]:
 
 
 @pytest.mark.parametrize("kind", [Processes, Threads], ids=["processes", "threads"])
-def test_every_job_is_done_once_whatever_the_order(kind: type[Processes] | type[Threads]) -> None:
-    """1,000 jobs, eight pipe writes of them, taken by two readers at once: none lost, none twice."""
+def test_every_job_is_done_once_whatever_the_order(
+    kind: type[Processes] | type[Threads], tmp_path: Path
+) -> None:
+    """1,000 jobs, eight pipe writes of them, taken by two readers at once: none lost, none twice.
+    The first two meet, so both readers are known to be reading (one could take all otherwise)."""
+    MEETING[:] = [tmp_path / "meeting"]
     workers = kind(echo, 2)
     try:
-        workers.send([(n, 0, n, n + 1) for n in range(1000)])
+        workers.send([(n, 3 if n < 2 else 0, n, n + 1) for n in range(1000)])
         received = answers(workers, 1000)
     finally:
         workers.stop()

@@ -154,11 +154,13 @@ class Hashing:
             for _ in tasks:
                 number, hexes = self._workers.receive()
                 self._done(tasks[number], hexes)
-            self._workers.stop()  # done: they end now, not when the caller leaves the block
         except BaseException as error:  # raised by result(): this thread must not die silently
             with self._lock:
                 self._error = error
         self._finished.set()
+        # Done: they end now, not when the caller leaves the block, and once result() has its
+        # answer (their teardown need not delay it).
+        self._workers.stop()
 
     def _tasks(self) -> list[_Task]:
         """Large files first, largest first; then the others in runs of names, cut by count and bytes."""

@@ -137,11 +137,12 @@ class Processes(_Workers):
             if self._jobs_out >= 0:
                 os.close(self._jobs_out)
                 self._jobs_out = -1
-            for pid in self._pids:
+            for pid in self._pids:  # all at once: each takes the kernel milliseconds to tear down
                 try:
                     os.kill(pid, signal.SIGKILL)
                 except ProcessLookupError:
                     pass
+            for pid in self._pids:
                 os.waitpid(pid, 0)
             self._pids = []
 
