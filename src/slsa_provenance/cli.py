@@ -22,7 +22,7 @@ from slsa_provenance.azure import vso
 from slsa_provenance.azure.agent import AgentRun
 from slsa_provenance.errors import Error, InputError
 from slsa_provenance.provenance.hashing import Progress
-from slsa_provenance.signing.local import KEY_TYPES
+from slsa_provenance.signing import KEY_TYPES
 
 
 def main(argv: Sequence[str] | None = None) -> int:

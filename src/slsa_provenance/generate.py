@@ -5,9 +5,11 @@
     >>> result.envelope_path
     PosixPath('drop/_manifest/slsa_1.0/provenance.intoto.jsonl')
 
-Order: the drop is listed and its hashing starts on every core; meanwhile the signer is loaded,
-the run context confirmed by the server (their round trips overlap the hashing, and a bad key or a
-refused token stops it at once), the SBOMs read and the Statement's shape validated. Then the
+Order: the drop is listed and its hashing starts on every core; meanwhile the modules for signing
+and registries are imported (cryptography among them: 30 ms that would otherwise come first), the
+signer is loaded, the run context confirmed by the server (their round trips overlap the hashing,
+and a bad key or a refused token stops it at once), the SBOMs read and the Statement's shape
+validated. Then the
 subjects, the SBOM cross-check, the signature, local verification of that signature, and only then
 one atomic write.
 """
@@ -19,7 +21,7 @@ import hashlib
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from slsa_provenance.azure.agent import AgentRun
 from slsa_provenance.errors import InputError
@@ -37,13 +39,13 @@ from slsa_provenance.provenance.statement import (
 )
 from slsa_provenance.provenance.subjects import MANIFEST_DIR, start_hashing
 from slsa_provenance.provenance.submodules import submodules
-from slsa_provenance.registry.attach import Attached, attach
-from slsa_provenance.registry.client import Registries
-from slsa_provenance.registry.images import image_references, resolve
-from slsa_provenance.registry.reference import Image, ImageReference
-from slsa_provenance.signing import dsse
 from slsa_provenance.signing.bundle import bundle_parts
 from slsa_provenance.signing.signers import UNSIGNED, from_uri
+
+if TYPE_CHECKING:  # imported by generate() once the hashing has started
+    from slsa_provenance.registry.attach import Attached
+    from slsa_provenance.registry.client import Registries
+    from slsa_provenance.registry.reference import Image, ImageReference
 
 OUTPUT_FOLDER = f"{MANIFEST_DIR}/slsa_1.0"
 _STAND_IN = Subject("stand-in", "0" * 64)
@@ -100,12 +102,16 @@ def generate(options: GenerateOptions, on_progress: ProgressCallback | None = No
     """Raises InputError for unusable input and Error when signing, writing or attaching fails."""
     if options.sbom_check not in SBOM_MODES:
         raise InputError(f"the SBOM check is {options.sbom_check!r}", f"use one of {', '.join(SBOM_MODES)}")
-    references = image_references(options.images, options.docker_outputs)
+    references = _references(options)
     output_dir = _output_dir(options, references)
     with (
-        Registries(options.agent) as registries,
         start_hashing(options.drop, options.patterns) if options.drop else Hashing(Path(), []) as hashing,
+        _registries(options.agent) as registries,
     ):
+        from slsa_provenance.registry.attach import attach
+        from slsa_provenance.registry.images import resolve
+        from slsa_provenance.signing import dsse
+
         signer = (
             None if options.signer_uri.strip() == UNSIGNED else from_uri(options.signer_uri, options.agent)
         )
@@ -165,6 +171,21 @@ def generate(options: GenerateOptions, on_progress: ProgressCallback | None = No
         attached=attached,
         registry_requests=(resolving, registries.requests - resolving),
     )
+
+
+def _references(options: GenerateOptions) -> list[ImageReference]:
+    """The images to attest; without any, no registry module is imported before the hashing starts."""
+    if not (options.images or options.docker_outputs):
+        return []
+    from slsa_provenance.registry.images import image_references
+
+    return image_references(options.images, options.docker_outputs)
+
+
+def _registries(agent: AgentRun) -> Registries:
+    from slsa_provenance.registry.client import Registries
+
+    return Registries(agent)
 
 
 def _output_dir(options: GenerateOptions, images: list[ImageReference]) -> Path:

@@ -17,7 +17,7 @@ one with hashlib.
 On Linux the workers are forked processes that inherit the list of names, so a task is a few
 numbers and per-file Python work runs without a shared GIL; elsewhere threads (reads and hashlib
 release the GIL, and starting processes there is slow); see `workers.py`. A thread of the caller
-hands out the tasks once the survey is done and puts each task's digests in place as it finishes,
+hands out the tasks once the survey is done and makes each task's Subjects as it finishes,
 so that `result()` has little left to do.
 """
 
@@ -34,7 +34,7 @@ from array import array
 from bisect import bisect_right
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from itertools import accumulate
+from itertools import accumulate, repeat
 from pathlib import Path
 from types import ModuleType, TracebackType
 from typing import NamedTuple
@@ -49,6 +49,7 @@ _BATCH_FILES = 256
 _BATCH_BYTES = 64 << 20
 _SURVEY_FILES = 2048
 _PROCESSES_FROM = 2 * _BATCH_FILES
+_UNHASHED = Subject("", "")
 _NATIVE_ARENA = 32 * ((128 << 10) + 256)  # 32 lanes x (128 KiB + 256), as in _sha256x16.c
 _PROGRESS_EVERY = 2.0
 _SURVEY, _RUN, _LARGE = 0, 1, 2  # the kinds of job: stat files, hash a run of them, hash a large one
@@ -91,7 +92,7 @@ class Hashing:
         self, root: Path, names: list[str], *, workers: int | None = None, native: bool = True
     ) -> None:
         self._names = names
-        self._digests = [""] * len(names)
+        self._subjects = [_UNHASHED] * len(names)
         self._sizes = memoryview(array("q"))
         self._lock = threading.Lock()
         self._finished = threading.Event()
@@ -133,7 +134,7 @@ class Hashing:
             raise self._error
         if on_progress:
             on_progress(self._progress())
-        return list(map(Subject, self._names, self._digests, self._sizes))
+        return list(self._subjects)
 
     def _progress(self) -> Progress:
         return Progress(self._files_done, len(self._names), self._bytes_done, self._bytes_total)
@@ -180,13 +181,17 @@ class Hashing:
         return tasks
 
     def _done(self, task: _Task, hexes: str) -> None:
-        """The task's digests in their places, while the others hash."""
+        """The task's Subjects in their places, while the others hash."""
         split = [hexes[offset : offset + 64] for offset in range(0, len(hexes), 64)]
         if not task.large and len(split) == task.stop - task.start:  # no large file inside
-            self._digests[task.start : task.stop] = split
+            names, sizes = self._names[task.start : task.stop], self._sizes[task.start : task.stop]
+            # tuple.__new__ makes each without a call of Python code: a quarter faster than Subject()
+            self._subjects[task.start : task.stop] = map(
+                tuple.__new__, repeat(Subject), zip(names, split, sizes, strict=True)
+            )
         else:
             for index, digest in zip(task.indices(self._sizes), split, strict=True):
-                self._digests[index] = digest
+                self._subjects[index] = Subject(self._names[index], digest, self._sizes[index])
         with self._lock:
             self._files_done += len(split)
             self._bytes_done += task.bytes

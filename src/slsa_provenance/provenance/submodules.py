@@ -11,8 +11,6 @@ are resolved against the repository's own URL. Top-level submodules only.
 from __future__ import annotations
 
 import posixpath
-import shutil
-import subprocess
 from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
 
@@ -56,6 +54,9 @@ def _resolve(url: str, base: str) -> str:
 
 
 def _git(folder: Path, *args: str) -> str:
+    import shutil  # here: most drops have no submodules, and a run without them imports neither
+    import subprocess
+
     git = shutil.which("git")
     if git is None:
         raise Error(

@@ -22,7 +22,6 @@ from __future__ import annotations
 import base64
 import json
 import re
-import subprocess
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -250,6 +249,8 @@ def _from_entry(entry: Mapping[str, Any]) -> Login | None:
 def _from_helper(helper: str, host: str, missing_ok: bool = False) -> Login | None:
     """`docker-credential-<helper> get`, given the host on stdin, as the docker CLI calls it (in the
     step's own environment, as the docker CLI runs it in its own)."""
+    import subprocess  # here: most runs call no credential helper (subprocess takes 3 ms to import)
+
     program = f"docker-credential-{helper}"
     try:
         run = subprocess.run(  # noqa: S603 - the program name comes from the user's own docker config

@@ -20,6 +20,7 @@ from cryptography.hazmat.primitives.asymmetric import ec, ed25519, padding, rsa
 from slsa_provenance.azure.agent import KEY_PASSWORD_VARIABLE
 from slsa_provenance.errors import InputError
 from slsa_provenance.files import write_files
+from slsa_provenance.signing import KEY_TYPES
 from slsa_provenance.signing.keys import (
     SUPPORTED,
     PublicKey,
@@ -30,7 +31,6 @@ from slsa_provenance.signing.keys import (
 )
 
 PrivateKey = ec.EllipticCurvePrivateKey | rsa.RSAPrivateKey | ed25519.Ed25519PrivateKey
-KEY_TYPES = ("ecdsa-p256", "ecdsa-p384", "rsa-3072", "ed25519")
 PRIVATE_NAME, PUBLIC_NAME = "slsa-signing.key", "slsa-signing.pub"
 
 

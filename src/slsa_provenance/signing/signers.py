@@ -11,11 +11,13 @@ only when a Key Vault key is used.
 
 from __future__ import annotations
 
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 from slsa_provenance.azure.agent import AgentRun
 from slsa_provenance.errors import InputError
-from slsa_provenance.signing.keys import PublicKey
+
+if TYPE_CHECKING:  # cryptography is imported only when a key is loaded (after the hashing started)
+    from slsa_provenance.signing.keys import PublicKey
 
 
 class Signer(Protocol):
