@@ -10,7 +10,6 @@ created, are removed.
 from __future__ import annotations
 
 import os
-import tempfile
 import threading
 from collections.abc import Callable, Mapping, Sequence
 from functools import partial
@@ -30,6 +29,8 @@ def write_files(
 
     Raises Error naming the path and the system's reason, or what `before_rename` raises.
     """
+    import tempfile  # here: the CLI imports this module before it starts hashing, and this takes ms
+
     created: list[Path] = []
     staged: list[tuple[str, Path]] = []
     try:

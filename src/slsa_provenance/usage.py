@@ -8,7 +8,6 @@ environment variables it reads and the exit codes; a mistyped option gets the cl
 from __future__ import annotations
 
 import argparse
-import difflib
 import sys
 import textwrap
 from collections.abc import Sequence
@@ -184,6 +183,8 @@ class Parser(argparse.ArgumentParser):
 
     def unknown_option(self, given: str) -> NoReturn:
         known = sorted(self._option_string_actions)
+        import difflib  # here: only a mistyped option needs it
+
         close = difflib.get_close_matches(given, known, n=1, cutoff=0.6)
         remedy = f"did you mean {close[0]}?" if close else f"{self.prog} --help lists the options"
         self.error(f"unrecognized option {given}: {remedy}")

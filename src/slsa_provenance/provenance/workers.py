@@ -17,7 +17,6 @@ docs/performance.md).
 from __future__ import annotations
 
 import os
-import pickle
 import signal
 import struct
 import threading
@@ -154,8 +153,7 @@ class Processes(_Workers):
                 body = _read(descriptor, length)
                 if len(body) != length:  # the worker stopped in the middle of its answer
                     break
-                # our own fork's pickle, through a pipe only it and this process hold
-                self._answers.put((number, pickle.loads(body) if failed else body.decode()))  # noqa: S301
+                self._answers.put((number, _unpickled(body) if failed else body.decode()))
         finally:
             os.close(descriptor)
             self._answers.put(_GONE)
@@ -177,10 +175,19 @@ def _serve(run: Run, jobs: int, answers: int) -> NoReturn:
 
 
 def _pickled(error: BaseException) -> bytes:
+    import pickle  # here: most runs raise nothing, and importing it takes milliseconds before the hashing
+
     try:
         return pickle.dumps(error)
     except Exception:  # an error that cannot cross: its text does
         return pickle.dumps(Error(f"hashing failed: {error!r}", "report this as a bug"))
+
+
+def _unpickled(body: bytes) -> BaseException:
+    import pickle
+
+    error: BaseException = pickle.loads(body)  # noqa: S301 (our own fork's, through a pipe only it and we hold)
+    return error
 
 
 def _read(descriptor: int, size: int) -> bytes:
