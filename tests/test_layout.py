@@ -4,6 +4,8 @@ downward through the layers below, and no module reaches itself again through it
 from __future__ import annotations
 
 import ast
+import subprocess
+import sys
 from pathlib import Path
 
 PACKAGE = Path(__file__).resolve().parents[1] / "src" / "slsa_provenance"
@@ -105,3 +107,17 @@ def test_floors_stay_few() -> None:
         return depth[module]
 
     assert max(floors(m) for m in edges) <= 9
+
+
+def test_generate_imports_little_before_the_hashing_starts() -> None:
+    """What the CLI imports before it starts hashing delays the whole run (docs/performance.md):
+    signing (cryptography), the registry client, and what only an error or the final write needs
+    are imported once the drop is being hashed."""
+    code = (
+        "import sys, slsa_provenance.cli, slsa_provenance.generate;"
+        "print(' '.join(sorted(m for m in sys.modules if m.split('.')[0] in"
+        " ('cryptography', 'pickle', 'tempfile', 'subprocess', 'difflib', 'azure')"
+        " or m.startswith(('slsa_provenance.registry', 'slsa_provenance.signing.dsse')))))"
+    )
+    imported = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert imported.stdout.split() == []
