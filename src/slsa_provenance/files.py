@@ -9,6 +9,7 @@ created, are removed.
 
 from __future__ import annotations
 
+import errno
 import os
 import threading
 from collections.abc import Callable, Mapping, Sequence
@@ -29,8 +30,6 @@ def write_files(
 
     Raises Error naming the path and the system's reason, or what `before_rename` raises.
     """
-    import tempfile  # here: the CLI imports this module before it starts hashing, and this takes ms
-
     created: list[Path] = []
     staged: list[tuple[str, Path]] = []
     try:
@@ -39,7 +38,7 @@ def write_files(
             try:
                 for target, data in contents.items():
                     _make_parents(target.parent, created)
-                    handle, temporary = tempfile.mkstemp(prefix=f".{target.name}.", dir=target.parent)
+                    handle, temporary = _private_file(target)
                     staged.append((temporary, target))
                     parts = [data] if isinstance(data, bytes) else data
                     mode = 0o600 if target in private else 0o644
@@ -64,6 +63,19 @@ def write_files(
         for folder in reversed(created):
             folder.rmdir()
         raise
+
+
+def _private_file(target: Path) -> tuple[int, str]:
+    """A new file beside `target`, named `.NAME.<random>`, open for writing, mode 0600: what
+    tempfile.mkstemp does, without importing tempfile (6 ms, spent when the run is almost done)."""
+    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_BINARY", 0)
+    for _ in range(100):
+        path = str(target.parent / f".{target.name}.{os.urandom(6).hex()}")
+        try:
+            return os.open(path, flags, 0o600), path  # not inherited by child processes (PEP 446)
+        except FileExistsError:
+            continue
+    raise FileExistsError(errno.EEXIST, "no unused temporary name", str(target.parent))
 
 
 def _fill(handle: int, path: str, parts: Sequence[bytes], mode: int) -> None:
