@@ -26,6 +26,7 @@ from slsa_provenance.provenance.statement import Subject, build_statement, canon
 from slsa_provenance.provenance.subjects import collect
 from slsa_provenance.signing import dsse
 from slsa_provenance.signing.local import LocalSigner
+from test_run_summary import step_env
 
 pytestmark = pytest.mark.integration
 
@@ -133,11 +134,15 @@ def test_the_step_fails_when_it_cannot_confirm(
 def test_the_step_confirms_even_when_tf_build_is_overwritten(
     azure: AzureStack, drop: Path, key_files, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:  # type: ignore[no-untyped-def]
+    inputs = {
+        "dropFolder": str(drop),
+        "signingMethod": "localKey",
+        "localKeyFile": str(key_files["ed25519"][0]),
+    }
     env = {
+        **step_env(tmp_path / "job", command="generate", **inputs),  # every input, as the agent hands them
         **azure.env,
         "TF_BUILD": "False",  # an earlier step's `##vso[task.setvariable variable=TF_BUILD]False`
-        "AGENT_TEMPDIRECTORY": str(tmp_path),
-        **step_inputs(drop, key_files["ed25519"][0]),
     }
     step.main(env)
     assert "##vso[task.complete result=Succeeded]" in capsys.readouterr().out
