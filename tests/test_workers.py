@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import subprocess
 import sys
 import threading
 import time
@@ -133,6 +134,22 @@ def test_stop_ends_busy_workers_at_once_and_leaves_no_child() -> None:
             os.waitpid(pid, os.WNOHANG)  # reaped already: no zombie
     with pytest.raises(Error, match="stopped before it finished"):
         workers.receive()
+
+
+@forking
+def test_stop_works_where_children_are_reaped_by_the_system() -> None:
+    """A parent that ignores SIGCHLD (inherited across exec) has no child to wait for: stop() must
+    neither raise nor leave the workers running."""
+    code = (
+        "import signal, sys; signal.signal(signal.SIGCHLD, signal.SIG_IGN);"
+        "sys.path[:0] = sys.argv[1:];"
+        "from test_workers import Processes, echo;"
+        "workers = Processes(echo, 2); workers.send([(0, 0, 0, 1), (1, 0, 1, 2)]);"
+        "[workers.receive() for _ in range(2)]; workers.stop(); workers.stop(); print('stopped')"
+    )
+    tests = str(Path(__file__).parent)
+    done = subprocess.run([sys.executable, "-c", code, tests], capture_output=True, text=True, timeout=60)
+    assert (done.returncode, done.stdout, done.stderr) == (0, "stopped\n", "")
 
 
 def test_stopped_threads_release_a_waiting_receiver() -> None:

@@ -136,14 +136,17 @@ class Processes(_Workers):
             if self._jobs_out >= 0:
                 os.close(self._jobs_out)
                 self._jobs_out = -1
-            for pid in self._pids:  # all at once: each takes the kernel milliseconds to tear down
+            pids, self._pids = self._pids, []
+            for pid in pids:  # all at once: each takes the kernel milliseconds to tear down
                 try:
                     os.kill(pid, signal.SIGKILL)
                 except ProcessLookupError:
                     pass
-            for pid in self._pids:
-                os.waitpid(pid, 0)
-            self._pids = []
+            for pid in pids:
+                try:
+                    os.waitpid(pid, 0)
+                except ChildProcessError:  # reaped by the system: this process ignores SIGCHLD
+                    pass
 
     def _relay(self, descriptor: int) -> None:
         """One worker's answers, onto the queue `receive` reads, until its pipe closes."""
