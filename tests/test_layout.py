@@ -4,9 +4,15 @@ downward through the layers below, and no module reaches itself again through it
 from __future__ import annotations
 
 import ast
+import os
 import subprocess
 import sys
 from pathlib import Path
+
+import pytest
+
+from conftest import PIPELINE_ENV
+from test_run_summary import generate_env
 
 PACKAGE = Path(__file__).resolve().parents[1] / "src" / "slsa_provenance"
 
@@ -109,15 +115,51 @@ def test_floors_stay_few() -> None:
     assert max(floors(m) for m in edges) <= 9
 
 
-def test_generate_imports_little_before_the_hashing_starts() -> None:
-    """What the CLI imports before it starts hashing delays the whole run (docs/performance.md):
-    signing (cryptography), the registry client, and what only an error or the final write needs
-    are imported once the drop is being hashed."""
-    code = (
-        "import sys, slsa_provenance.cli, slsa_provenance.generate;"
-        "print(' '.join(sorted(m for m in sys.modules if m.split('.')[0] in"
-        " ('cryptography', 'pickle', 'tempfile', 'subprocess', 'difflib', 'azure')"
-        " or m.startswith(('slsa_provenance.registry', 'slsa_provenance.signing.dsse')))))"
-    )
-    imported = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
-    assert imported.stdout.split() == []
+# Records the modules loaded when the first hashing worker is forked (the audit event of os.fork),
+# then runs `python -m slsa_provenance ARGS` as it is.
+AT_FORK = """
+import os, runpy, sys
+loaded = []
+sys.addaudithook(lambda event, _: event == "os.fork" and not loaded and loaded.append(sorted(sys.modules)))
+sys.argv = ["slsa_provenance", *sys.argv[1:]]
+try:
+    runpy.run_module("slsa_provenance", run_name="__main__", alter_sys=True)
+finally:
+    with open(os.environ["LOADED_AT_FORK"], "w") as out:
+        out.write(" ".join(loaded[0]) if loaded else "no fork")
+"""
+NOT_BEFORE_HASHING = ("cryptography", "pickle", "tempfile", "subprocess", "difflib", "azure")
+NOT_BEFORE_HASHING_OURS = ("registry", "signing.dsse", "signing.keys", "run_summary", "gate")
+
+
+@pytest.mark.parametrize("entry", ["cli", "step"])
+def test_the_hashing_starts_before_what_it_does_not_need_is_imported(
+    entry: str, tmp_path: Path, key_files: dict[str, tuple[Path, Path]]
+) -> None:
+    """What runs before the workers start delays the whole run (docs/performance.md): signing
+    (cryptography), registries, the run summary, and what only an error or the final write needs
+    are imported while the drop is hashed, by the CLI and by the pipeline step alike."""
+    drop = tmp_path / "drop"
+    for index in range(600):  # enough files for forked workers
+        (drop / f"d{index % 7}").mkdir(parents=True, exist_ok=True)
+        (drop / f"d{index % 7}" / f"f{index}.bin").write_bytes(b"x" * index)
+    key = key_files["ecdsa-p256"][0]
+    if entry == "cli":
+        args = ["generate", "--drop", str(drop), "--signer", f"file:{key}", "--pipeline-file", "ci.yml"]
+        env = {**os.environ, **PIPELINE_ENV, "TF_BUILD": "", "SYSTEM_OIDCREQUESTURI": ""}
+    else:
+        args, env = ["task"], {**os.environ, **generate_env(tmp_path / "job", drop, key)}
+    env["LOADED_AT_FORK"] = str(tmp_path / "loaded")
+    run = subprocess.run([sys.executable, "-c", AT_FORK, *args], env=env, capture_output=True, text=True)
+    assert run.returncode == 0, run.stderr
+    if entry == "step":
+        assert "##vso[task.complete result=Succeeded]" in run.stdout, run.stdout
+    loaded = (tmp_path / "loaded").read_text().split()
+    assert "slsa_provenance.provenance.hashing" in loaded
+    early = [
+        module
+        for module in loaded
+        if module.split(".")[0] in NOT_BEFORE_HASHING
+        or module.removeprefix("slsa_provenance.").startswith(NOT_BEFORE_HASHING_OURS)
+    ]
+    assert early == []

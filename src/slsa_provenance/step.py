@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import os
 import sys
-import tempfile
 import time
 from collections.abc import Mapping
 from pathlib import Path
@@ -52,7 +51,6 @@ def _fail(message: str) -> None:
 
 
 def _generate(run: AgentRun) -> str:
-    from slsa_provenance import run_summary
     from slsa_provenance.generate import OUTPUT_FOLDER, GenerateOptions, generate
 
     inputs = run.inputs
@@ -126,6 +124,10 @@ def _generate(run: AgentRun) -> str:
     }
     for name, value in outputs.items():
         vso.emit("task.setvariable", value, variable=name)
+    from slsa_provenance import (
+        run_summary,
+    )  # not before: it imports signing, which the hashing need not wait for
+
     run_summary.attach_generate(run, result)
     _summary(
         run.folders.temp,
@@ -237,6 +239,8 @@ def _images_verified(result: GateResult) -> str:
 
 
 def _summary(temp_folder: str, lines: list[str]) -> None:
+    import tempfile  # here: only a run outside the agent, which always sets Agent.TempDirectory, needs it
+
     folder = temp_folder or tempfile.gettempdir()
     path = Path(folder) / "slsa-provenance-summary.md"
     try:
