@@ -320,3 +320,13 @@ def test_the_azure_sdks_stay_off_the_local_paths(drop: Path, key_files: dict[str
         ]
         assert "slsa_provenance.cli" in imported
         assert not [m for m in imported if m.startswith(("azure", "msal", "requests"))], args[0]
+
+
+def test_the_installed_command_is_the_cli(tmp_path: Path) -> None:
+    """`slsa-provenance` (pyproject's script) runs what `python -m slsa_provenance` runs."""
+    command = Path(sys.executable).parent / "slsa-provenance"
+    if not command.exists():
+        pytest.skip(f"the package is not installed beside {sys.executable}")
+    made = subprocess.run([str(command), "keygen", "--out", str(tmp_path)], capture_output=True, text=True)
+    assert made.returncode == 0, made.stderr
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["slsa-signing.key", "slsa-signing.pub"]
