@@ -9,9 +9,8 @@ Order: the drop is listed and its hashing starts on every core; meanwhile the mo
 and registries are imported (cryptography among them: 30 ms that would otherwise come first), the
 signer is loaded, the run context confirmed by the server (their round trips overlap the hashing,
 and a bad key or a refused token stops it at once), the SBOMs read and the Statement's shape
-validated. Then the
-subjects, the SBOM cross-check, the signature, local verification of that signature, and only then
-one atomic write.
+validated. Then the subjects, the SBOM cross-check, the signature, local verification of that
+signature, and only then one atomic write.
 """
 
 from __future__ import annotations

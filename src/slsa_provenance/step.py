@@ -124,9 +124,8 @@ def _generate(run: AgentRun) -> str:
     }
     for name, value in outputs.items():
         vso.emit("task.setvariable", value, variable=name)
-    from slsa_provenance import (
-        run_summary,
-    )  # not before: it imports signing, which the hashing need not wait for
+    # Not before generate(): run_summary imports signing, which the hashing need not wait for.
+    from slsa_provenance import run_summary
 
     run_summary.attach_generate(run, result)
     _summary(

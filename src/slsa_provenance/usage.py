@@ -182,9 +182,9 @@ class Parser(argparse.ArgumentParser):
             seen.add(action.dest)
 
     def unknown_option(self, given: str) -> NoReturn:
-        known = sorted(self._option_string_actions)
         import difflib  # here: only a mistyped option needs it
 
+        known = sorted(self._option_string_actions)
         close = difflib.get_close_matches(given, known, n=1, cutoff=0.6)
         remedy = f"did you mean {close[0]}?" if close else f"{self.prog} --help lists the options"
         self.error(f"unrecognized option {given}: {remedy}")

@@ -141,7 +141,7 @@ class Hashing:
 
     def _coordinate(self, files: _Files, surveys: list[Job]) -> None:
         """In a thread of its own while the caller works: the survey, then the hashing tasks, each
-        task's digests put in their places as it finishes."""
+        task's Subjects made as it finishes."""
         try:
             self._workers.send(surveys)
             for _ in surveys:
