@@ -14,6 +14,7 @@ from typing import Any
 
 import pytest
 
+from agent import AgentJob, Endpoint
 from conftest import COMMIT, OUTPUT, PIPELINE_ENV, AzureStack, run_cli, statement_of
 from conftest import generate_cli as generate
 from slsa_provenance import step, untrusted
@@ -104,29 +105,32 @@ def test_unconfirmed_provenance_is_refused_unless_allowed(drop: Path, key_files)
     assert allowed.returncode == 0, allowed.stdout
 
 
-def step_inputs(drop: Path, key: Path, **extra: str) -> dict[str, str]:
-    return {
-        "INPUT_COMMAND": "generate",
-        "INPUT_DROPFOLDER": str(drop),
-        "INPUT_SIGNINGMETHOD": "localKey",
-        "INPUT_LOCALKEYFILE": str(key),
-        **{f"INPUT_{k.upper()}": v for k, v in extra.items()},
-    }
-
-
-@pytest.mark.parametrize("tf_build", [None, "False"])
+@pytest.mark.parametrize("tf_build", ["True", "False"])
 def test_the_step_fails_when_it_cannot_confirm(
-    drop: Path, key_files, tmp_path: Path, capsys: pytest.CaptureFixture[str], tf_build: str | None
+    drop: Path, key_files, tmp_path: Path, capsys: pytest.CaptureFixture[str], tf_build: str
 ) -> None:  # type: ignore[no-untyped-def]
-    env = {**PIPELINE_ENV, "AGENT_TEMPDIRECTORY": str(tmp_path), **step_inputs(drop, key_files["ed25519"][0])}
-    if tf_build is not None:
-        env["TF_BUILD"] = tf_build
+    """The collection does not answer (its SystemVssConnection leads nowhere): the run cannot be
+    confirmed, so the step fails and writes nothing, also when a step has set TF_BUILD to False."""
+    nowhere = Endpoint("SystemVssConnection", "https://127.0.0.1:9/", "OAuth", {"AccessToken": "job-token"})
+    job = AgentJob(
+        tmp_path / "job",
+        variables={"AGENT_TEMPDIRECTORY": str(tmp_path), "SLSA_HTTP_RETRIES": "0"},
+        endpoints=[nowhere],
+    )
+    inputs = {
+        "dropFolder": str(drop),
+        "signingMethod": "localKey",
+        "localKeyFile": str(key_files["ed25519"][0]),
+    }
+    env = {**job.environment({"command": "generate", **inputs}), "TF_BUILD": tf_build}
     assert step.main(env) == 0
     out = capsys.readouterr().out
     complete = [line for line in out.splitlines() if line.startswith("##vso[task.complete")]
     assert complete == [
-        "##vso[task.complete result=Failed]ENDPOINT_URL_SYSTEMVSSCONNECTION is missing or not https: "
-        "run the task inside Azure Pipelines (the agent sets it)"
+        "##vso[task.complete result=Failed]cannot reach Azure DevOps at https://127.0.0.1:9/ for build 836: "
+        "HTTPSConnection(host='127.0.0.1', port=9): Failed to establish a new connection: [Errno 111] "
+        "Connection refused: check the agent's network access and proxy settings; disable server "
+        "confirmation only if the server cannot be reached by design"
     ]
     assert not (drop / "_manifest" / "slsa_1.0").exists()
 

@@ -11,6 +11,7 @@ import sys
 from pathlib import Path
 
 from conftest import OUTPUT, PIPELINE_ENV, REPO, run_cli
+from test_run_summary import generate_env
 
 NAME = "app-中文.txt"
 CP1252 = {"PYTHONIOENCODING": "cp1252:strict"}
@@ -28,17 +29,10 @@ def step(env: dict[str, str]) -> subprocess.CompletedProcess[bytes]:
     )
 
 
-def generate_inputs(drop: Path, key: Path, tmp_path: Path) -> dict[str, str]:
-    return {
-        "INPUT_COMMAND": "generate",
-        "INPUT_DROPFOLDER": str(drop),
-        "INPUT_SIGNINGMETHOD": "localKey",
-        "INPUT_LOCALKEYFILE": str(key),
-        "INPUT_CONFIRMWITHSERVER": "false",
-        "INPUT_PIPELINEFILE": "azure-pipelines.yml",
-        "INPUT_SBOMCHECK": "warn",  # the new file is not in the drop's SBOM
-        "AGENT_TEMPDIRECTORY": str(tmp_path),
-    }
+def generate_inputs(drop: Path, key: Path, tmp_path: Path, **inputs: str) -> dict[str, str]:
+    """Every task.json input, as the agent hands them (tests/agent.py); the new file is not in the
+    drop's SBOM, so its check warns."""
+    return generate_env(tmp_path / "job", drop, key, sbomCheck="warn", **inputs)
 
 
 def test_a_file_name_cp1252_cannot_encode_is_printed_and_the_step_succeeds(
@@ -78,10 +72,7 @@ def test_a_step_that_cannot_write_its_outputs_reports_failure_and_no_outputs(
 ) -> None:
     blocker = tmp_path / "not-a-folder"
     blocker.write_text("")
-    inputs = {
-        **generate_inputs(drop, key_files["ecdsa-p256"][0], tmp_path),
-        "INPUT_OUTPUTFOLDER": str(blocker / "out"),
-    }
+    inputs = generate_inputs(drop, key_files["ecdsa-p256"][0], tmp_path, outputFolder=str(blocker / "out"))
     lines = step(inputs).stdout.decode("utf-8").splitlines()
     assert lines[-1].startswith(f"##vso[task.complete result=Failed]cannot write {blocker / 'out'}")
     assert not [line for line in lines if "result=Succeeded" in line or "variable=provenancePath" in line]

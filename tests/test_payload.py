@@ -283,7 +283,7 @@ def test_a_python_without_lzma_is_told_what_to_do(extension: Path, tmp_path: Pat
         "import runpy, sys; sys.modules['lzma'] = sys.modules['_lzma'] = None; "
         f"sys.argv = [{str(launcher)!r}, 'task']; runpy.run_path(sys.argv[0], run_name='__main__')"
     )
-    env = {"PATH": "/usr/bin:/bin", "AGENT_TOOLSDIRECTORY": str(tmp_path / "tools")}
+    env = step_env(tmp_path, None, command="generate")  # tools folder tmp_path/tools, every input
     result = subprocess.run(
         [sys.executable, "-I", "-S", "-c", hide_lzma], env=env, capture_output=True, text=True, check=False
     )

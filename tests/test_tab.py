@@ -188,9 +188,9 @@ def page(
 def test_a_generate_summary_shows_what_was_attested(
     page, tmp_path: Path, drop: Path, azure: AzureStack, capsys: pytest.CaptureFixture[str]
 ) -> None:  # type: ignore[no-untyped-def]
-    inputs = {"command": "generate", "dropFolder": str(drop), "signingMethod": "keyVault"}
+    key = f"https://127.0.0.1:{azure.vault.port}/keys/p256"
+    inputs = {"command": "generate", "dropFolder": str(drop), "signingMethod": "keyVault", "keyVaultKey": key}
     env = {**step_env(tmp_path, **inputs), **azure.env}
-    env["INPUT_KEYVAULTKEY"] = f"https://127.0.0.1:{azure.vault.port}/keys/p256"
     assert step.main(env) == 0
     _, summary = attached(capsys.readouterr().out)
     report, server = page([summary], copy=True, height=1500)
