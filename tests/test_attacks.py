@@ -1142,6 +1142,67 @@ def test_hole_a_mirrored_tag_index_without_artifact_type_is_still_read(
     assert f"PASSED: {image} (referrer sha256:" in out
 
 
+@pytest.mark.skipif(
+    shutil.which("skopeo") is None, reason="skopeo is not installed (.ci/run installs Debian's)"
+)
+def test_a_skopeo_mirror_s_attestation_is_found_and_held_to_the_name_it_was_signed_for(
+    request: pytest.FixtureRequest, key_files: dict[str, tuple[Path, Path]], tmp_path: Path
+) -> None:
+    """Real skopeo (copy --all of the image and of its sha256-<hex> tag index, as a mirror is made)
+    drops the index entry's artifactType. The gate still finds the attestation in the mirror, and
+    refuses it there by name: the provenance was signed for the original repository."""
+    import subprocess
+
+    azure, server = _registry_stack(request)
+    from test_registry import generate, repository, verify
+
+    private, public = key_files["ecdsa-p256"]
+    original, mirror = repository(), repository()
+    digest = server.push_image(original)
+    code, _, err = generate(
+        azure, private, tmp_path / "out", "--image", f"{server.host}/{original}@{digest}", "--attach"
+    )
+    assert code == 0, err
+    server.tokens.logins["mirroring"] = "mirror-password"
+    certificates = (
+        tmp_path / "certs"
+    )  # skopeo's --cert-dir for the registry, SSL_CERT_FILE for its token service
+    certificates.mkdir()
+    shutil.copy(request.getfixturevalue("certificate_authority").ca_pem, certificates / "ca.crt")
+    tag = "sha256-" + digest.removeprefix("sha256:")
+    for reference in (f"@{digest}", f":{tag}"):
+        copied = subprocess.run(
+            [
+                "skopeo",
+                "copy",
+                "--all",
+                "--src-creds",
+                "mirroring:mirror-password",
+                "--dest-creds",
+                "mirroring:mirror-password",
+                "--src-cert-dir",
+                str(certificates),
+                "--dest-cert-dir",
+                str(certificates),
+                f"docker://{server.host}/{original}{reference}",
+                f"docker://{server.host}/{mirror}{reference}",
+            ],
+            env={**os.environ, "SSL_CERT_FILE": str(certificates / "ca.crt")},
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+        assert copied.returncode == 0, copied.stderr
+    entries = server.get(mirror, f"manifests/{tag}").json()["manifests"]
+    assert len(entries) == 1 and "artifactType" not in entries[0]  # what the gate must read past
+    code, out, err = verify(azure, public, f"{server.host}/{mirror}@{digest}")
+    assert code == 1, out + err
+    assert (
+        f"FAILED: {server.host}/{mirror}@{digest}: referrer {entries[0]['digest']}: (9) subject: no subject is "
+        f"named '{server.host}/{mirror}'"
+    ) in out.splitlines()
+
+
 def test_a_tag_is_verified_as_the_digest_it_resolved_to(
     request: pytest.FixtureRequest, key_files: dict[str, tuple[Path, Path]], tmp_path: Path, capsys: Any
 ) -> None:
